@@ -1,0 +1,97 @@
+"""The `freeze-sweep` Hydra app: one job = one variant (validate -> train -> track)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sweep.checkpoints import DEMO
+from sweep.errors import ConfigError
+from sweep.tracking.store import open_experiment, read_sweep_file
+from sweep.tracking.variant_run import VariantRun
+from sweep.training import train
+from sweep.variant import VariantSpec, build_variant, describe
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+STATUS_FILE = "variant.json"  # in each job folder: read by the sweep's end-of-run summary
+log = logging.getLogger("sweep")
+
+
+def prepare(cfg: DictConfig) -> VariantSpec:
+    """Validate the variant, then build the demo base it starts from if needed."""
+    spec = build_variant(cfg)
+    if spec.weights == DEMO:
+        from sweep.demo.base import ensure_base
+
+        spec = replace(spec, checkpoint=ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"]))
+    return spec
+
+
+def run_variant(cfg: DictConfig) -> dict:
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    spec = prepare(cfg)
+    log.info(describe(spec))
+    sweep_info = read_sweep_file(Path(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
+    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    tags = {"mlflow.note.content": f"Hydra job folder: {job_dir}"}
+    if sweep_info:
+        tags.update({"mlflow.parentRunId": sweep_info["parent_run_id"], "sweep.id": sweep_info["sweep_id"]})
+    save_dir = job_dir / "train"
+    status = {"name": spec.run_name, "status": "RUNNING", "run_id": None}
+    try:
+        run = VariantRun.create(client, experiment_id, spec, {**tags, "output_dir": str(save_dir)}, cfg.tracking.gpu_sample_interval_s)
+        status["run_id"] = run.run_id
+        with run, ultralytics_log_to(job_dir / "train.log"):
+            start = spec.checkpoint or spec.arch
+            result = train(start, spec.data.yaml, save_dir, spec.freeze_layers, spec.train_args, run.callbacks())
+            run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights)
+        status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
+        return status
+    except BaseException as error:
+        status.update(status="FAILED", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
+
+
+@contextmanager
+def ultralytics_log_to(path: Path):
+    """Copy ultralytics' own log (it does not propagate to Hydra's handlers) into the job folder."""
+    from ultralytics.utils import LOGGER
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.addHandler(handler)
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        handler.close()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    try:
+        return run_variant(cfg)
+    except ConfigError as error:
+        log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(2)
+        return {"status": "FAILED", "error": str(error)}
+    except Exception as error:
+        if HydraConfig.get().mode == RunMode.RUN:
+            raise
+        # In a sweep one failing variant must not stop the others: it is recorded (MLflow run
+        # FAILED, variant.json) and the sweep's end-of-run summary exits non-zero.
+        log.exception("variant failed: %s", error)
+        return {"status": "FAILED", "error": f"{type(error).__name__}: {error}"}

@@ -1,0 +1,67 @@
+"""Where a variant's starting weights come from: a local file, an official checkpoint, the demo
+base, or nothing (from scratch). Official checkpoints download only when online; offline a
+missing one stops with one line before anything trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.errors import ConfigError
+
+DEMO = "demo"
+SCRATCH = ("", "scratch", "none", "null")
+
+
+def official_checkpoint_names() -> frozenset[str]:
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return GITHUB_ASSETS_NAMES
+
+
+def resolve_checkpoint(weights: str | None) -> Path | None:
+    """Absolute path of a checkpoint that exists on disk, downloading an official one if online.
+
+    Returns None for "from scratch". The demo base is not resolved here (it is built by
+    `sweep.demo.base`), since building it is training, which comes after validation.
+    """
+    if weights is None or str(weights).lower() in SCRATCH:
+        return None
+    path = Path(str(weights)).expanduser()
+    if path.is_file():
+        return path.resolve()
+    from ultralytics.utils import ONLINE, SETTINGS
+    from ultralytics.utils.checks import check_yolov5u_filename
+
+    name = check_yolov5u_filename(path.name, verbose=False)
+    local = Path(SETTINGS["weights_dir"]) / name
+    if local.is_file():
+        return local.resolve()
+    if name not in official_checkpoint_names() or path.parent != Path("."):
+        raise ConfigError(
+            f"model.weights={weights}: no such file; give a local .pt path, an official ultralytics "
+            f"checkpoint name (e.g. yolov8s.pt), '{DEMO}', or null to train from scratch"
+        )
+    if not ONLINE:
+        raise ConfigError(
+            f"model.weights={weights}: checkpoint {name} is not on disk and there is no internet to "
+            f"download it; copy it to {local} or pass model.weights=/path/to/{name}"
+        )
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    local.parent.mkdir(parents=True, exist_ok=True)
+    downloaded = Path(attempt_download_asset(local))
+    if not downloaded.is_file():
+        raise ConfigError(f"model.weights={weights}: download of {name} failed; pass a local file instead")
+    return downloaded.resolve()
+
+
+def model_yaml_of(checkpoint: Path) -> dict:
+    """The architecture yaml stored in an ultralytics checkpoint."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(str(checkpoint), device="cpu")
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise ConfigError(f"model.weights={checkpoint}: not a readable ultralytics checkpoint ({error})") from None
+    return dict(model.yaml)

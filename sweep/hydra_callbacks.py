@@ -1,0 +1,97 @@
+"""Sweep-level work that must happen once, in the launching process, around all the jobs.
+
+Before: validate every variant (bad input stops the sweep before anything trains or is
+recorded), build the shared demo base, create the MLflow store, experiment and parent run.
+After: end the parent run, summarise, and exit non-zero if a variant failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweep.checkpoints import DEMO
+from sweep.errors import ConfigError
+from sweep.tracking.store import finish_parent_run, open_experiment, read_sweep_file, start_parent_run, write_sweep_file
+
+log = logging.getLogger("sweep")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def expand_jobs(config: DictConfig) -> list[list[str]]:
+    """The override lists of every job the basic sweeper will launch, in order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    overrides = OverridesParser.create().parse_overrides(params + list(task))
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def job_configs(config: DictConfig) -> list[DictConfig]:
+    """Compose each job's config exactly as the launcher will."""
+    loader = GlobalHydra.instance().config_loader()
+    configs = []
+    for overrides in expand_jobs(config):
+        job_cfg = loader.load_sweep_config(config, overrides)
+        with open_dict(job_cfg):
+            job_cfg.hydra.runtime.output_dir = str(config.hydra.sweep.dir)
+        HydraConfig.instance().set_config(job_cfg)  # lets ${hydra:...} resolve outside a job
+        configs.append(job_cfg)
+    return configs
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self._start(config)
+        except ConfigError as error:
+            print(f"freeze-sweep: error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def _start(self, config: DictConfig) -> None:
+        from sweep.variant import build_variant
+
+        HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = job_configs(config) if config.hydra.sweeper._target_ == BASIC_SWEEPER else []
+        specs = [build_variant(job) for job in jobs]
+        if jobs:
+            log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
+        for job, spec in zip(jobs, specs):
+            if spec.weights == DEMO:
+                from sweep.demo.base import ensure_base
+
+                ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"])
+        first = jobs[0] if jobs else config
+        client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
+        sweep_id = sweep_dir.name
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        parent = start_parent_run(client, experiment_id, sweep_id, sweep_dir, overrides)
+        write_sweep_file(sweep_dir, first.tracking.uri, experiment_id, sweep_id, parent)
+        log.info("Sweep %s: MLflow parent run %s in experiment '%s' (%s)", sweep_id, parent, first.tracking.experiment, first.tracking.uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from mlflow.tracking import MlflowClient
+
+        HydraConfig.instance().set_config(config)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        info = read_sweep_file(sweep_dir)
+        if info is None:
+            return
+        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/variant.json"))]
+        finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"])
+        failed = [s for s in statuses if s.get("status") != "FINISHED"]
+        print(f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})")
+        for status in failed:
+            print(f"  FAILED {status.get('name', '?')}: {status.get('error', 'unknown error')}")
+        if failed:
+            sys.exit(1)

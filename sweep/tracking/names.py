@@ -1,0 +1,66 @@
+"""Names shared by everything that writes or reads a sweep in MLflow.
+
+The report and the network comparison find runs through these tags and params only, so a
+rename here is the one place to change.
+"""
+
+# Tags on every run of a sweep.
+SWEEP_ID = "sweep.id"
+ROLE = "sweep.role"  # "parent" or "variant"
+ROLE_PARENT = "parent"
+ROLE_VARIANT = "variant"
+
+# Tags on the parent run.
+OVERRIDES = "sweep.overrides"
+GIT_COMMIT = "git.commit"
+SWEEP_DIR = "sweep.dir"
+
+# Tags on a variant run.
+PARENT_RUN_ID = "mlflow.parentRunId"
+CONFIG_HASH = "config_hash"
+DEVICE = "device"
+OUTPUT_DIR = "output_dir"  # ultralytics save_dir of the variant (absolute): weights/best.pt
+ERROR = "error"
+
+# Params on a variant run (values are strings in MLflow).
+P_MODEL = "model"  # model name, e.g. yolov8s
+P_ARCH = "arch"  # architecture yaml
+P_WEIGHTS = "weights"  # absolute path of the checkpoint the variant started from ("" = scratch)
+P_DATA = "data"
+P_FREEZE = "freeze"  # as given: "backbone", "10", "[0, 1, 2]"
+P_FREEZE_LAYERS = "freeze_layers"  # resolved indices, comma separated ("" = none)
+P_FROZEN_LAYERS = "frozen_layers"  # how many layers are frozen
+P_NUM_LAYERS = "num_layers"
+P_PARAMS_TOTAL = "params_total"
+P_PARAMS_TRAINABLE = "params_trainable"
+P_PARAMS_FROZEN = "params_frozen"
+P_TRAINABLE_PCT = "trainable_pct"
+P_SEED = "train.seed"
+P_EPOCHS = "train.epochs"
+
+# Per-epoch metrics (step = epoch, 1-based).
+EPOCH_METRICS = ("mAP50", "mAP50-95", "precision", "recall")
+TRAIN_LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss")
+VAL_LOSSES = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
+LR = "lr"
+EPOCH_TIME = "epoch_time_s"
+IMAGES_PER_S = "images_per_s"
+
+# Final metrics.
+BEST = {name: f"best/{name}" for name in EPOCH_METRICS}
+TRAIN_TIME = "train_time_s"
+
+# Resources.
+GPU_PEAK_ALLOCATED = "gpu/peak_memory_allocated_mb"
+GPU_PEAK_RESERVED = "gpu/peak_memory_reserved_mb"
+GPU_UTIL_MEAN = "gpu/utilization_mean_pct"
+GPU_UTIL_MAX = "gpu/utilization_max_pct"
+GPU_UTIL = "gpu/utilization_pct"  # time series, step = seconds since training start
+GPU_MEMORY = "gpu/memory_used_mb"  # time series
+CPU_PEAK_RSS = "cpu/peak_rss_mb"
+CPU_UTIL_MEAN = "cpu/utilization_mean_pct"
+CPU_UTIL = "cpu/utilization_pct"  # time series
+CPU_RSS = "cpu/rss_mb"  # time series
+
+# Artifact paths inside a variant run.
+ARTIFACT_WEIGHTS = "weights/best.pt"

@@ -1,0 +1,87 @@
+"""The MLflow store and the sweep's parent run, set up once in the launching process.
+
+MLflow 3.17 corrupts a new SQLite store when parallel jobs create it at the same moment, so the
+store and the experiment are created here, before any job starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from sweep.errors import ConfigError
+from sweep.tracking import names
+
+SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
+VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """Create (or open) the store and the experiment; one line if the store cannot be reached."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"tracking.uri={uri}: the MLflow store cannot be reached ({reason})") from None
+    return client, experiment_id
+
+
+def start_parent_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, overrides: list[str]) -> str:
+    tags = {
+        names.SWEEP_ID: sweep_id,
+        names.ROLE: names.ROLE_PARENT,
+        names.OVERRIDES: " ".join(overrides),
+        names.SWEEP_DIR: str(sweep_dir),
+        **{f"versions.{p}": _version(p) for p in VERSIONED_PACKAGES},
+    }
+    commit = git_commit()
+    if commit:
+        tags[names.GIT_COMMIT] = commit
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
+    return run.info.run_id
+
+
+def write_sweep_file(sweep_dir: Path, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    info = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep_id": sweep_id, "parent_run_id": parent_run_id}
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+
+
+def read_sweep_file(sweep_dir: Path) -> dict | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def finish_parent_run(client: MlflowClient, parent_run_id: str) -> list[str]:
+    """End the parent run as FAILED if any variant failed; returns the failed variants' names."""
+    children = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.`{names.PARENT_RUN_ID}` = '{parent_run_id}'",
+        max_results=10000,
+    )
+    failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
+    client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
+    return failed
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,156 @@
+"""One variant as one MLflow child run, fed by ultralytics callbacks.
+
+Uses `MlflowClient` with explicit run ids rather than MLflow's global active run, so nothing
+leaks from one variant to the next in a reused process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import names
+from sweep.tracking.resources import ResourceMonitor
+from sweep.variant import VariantSpec
+
+log = logging.getLogger(__name__)
+
+VAL_KEYS = {
+    "metrics/mAP50(B)": "mAP50",
+    "metrics/mAP50-95(B)": "mAP50-95",
+    "metrics/precision(B)": "precision",
+    "metrics/recall(B)": "recall",
+    "val/box_loss": "val/box_loss",
+    "val/cls_loss": "val/cls_loss",
+    "val/dfl_loss": "val/dfl_loss",
+}
+OOM_HINT = "CUDA out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
+
+
+def variant_params(spec: VariantSpec) -> dict[str, str]:
+    """The resolved config, flattened: what the variant is, not ultralytics' 114 trainer args."""
+    p = spec.params
+    params = {
+        names.P_MODEL: spec.model_name,
+        names.P_ARCH: spec.arch,
+        names.P_WEIGHTS: str(spec.checkpoint or ""),
+        "weights_given": spec.weights,
+        names.P_DATA: str(spec.data.yaml),
+        "data_name": spec.data.name,
+        "nc": spec.data.nc,
+        names.P_FREEZE: spec.freeze_label,
+        names.P_FREEZE_LAYERS: ",".join(map(str, spec.freeze_layers)),
+        names.P_FROZEN_LAYERS: len(spec.freeze_layers),
+        names.P_NUM_LAYERS: spec.architecture.num_layers,
+        names.P_PARAMS_TOTAL: p.total,
+        names.P_PARAMS_TRAINABLE: p.trainable,
+        names.P_PARAMS_FROZEN: p.frozen,
+        names.P_TRAINABLE_PCT: f"{p.trainable_pct:.2f}",
+    }
+    params.update({f"train.{k}": v for k, v in spec.train_args.items()})
+    return {k: str(v)[:6000] for k, v in params.items()}
+
+
+class VariantRun:
+    """Child run lifecycle plus the ultralytics callbacks that log into it."""
+
+    def __init__(self, client: MlflowClient, run_id: str, spec: VariantSpec, gpu_interval_s: float = 1.0) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.spec = spec
+        self.monitor = ResourceMonitor(spec.train_args["device"], gpu_interval_s, sink=self.log_metrics)
+        self._epoch_done = -1
+        self._train_started = 0.0
+        self._epoch_train_start = 0.0
+        self._images_per_s = 0.0
+
+    @classmethod
+    def create(cls, client: MlflowClient, experiment_id: str, spec: VariantSpec, tags: dict, gpu_interval_s: float) -> VariantRun:
+        all_tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: spec.config_hash(), names.DEVICE: spec.train_args["device"], **tags}
+        run = client.create_run(experiment_id, run_name=spec.run_name, tags=all_tags)
+        client.log_batch(run.info.run_id, params=_params(variant_params(spec)))
+        return cls(client, run.info.run_id, spec, gpu_interval_s)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def callbacks(self) -> dict[str, list]:
+        return {
+            "on_train_start": [self._on_train_start],
+            "on_train_epoch_start": [self._on_train_epoch_start],
+            "on_train_epoch_end": [self._on_train_epoch_end],
+            "on_fit_epoch_end": [self._on_fit_epoch_end],
+            "on_train_end": [self._on_train_end],
+        }
+
+    def _on_train_start(self, trainer) -> None:
+        self._train_started = time.monotonic()
+
+    def _on_train_epoch_start(self, trainer) -> None:
+        self._epoch_train_start = time.monotonic()
+
+    def _on_train_epoch_end(self, trainer) -> None:
+        self._epoch_done = trainer.epoch
+        seconds = time.monotonic() - self._epoch_train_start
+        self._images_per_s = len(trainer.train_loader.dataset) / seconds if seconds > 0 else 0.0
+
+    def _on_fit_epoch_end(self, trainer) -> None:
+        if trainer.epoch != self._epoch_done:  # ultralytics' final re-validation of best.pt
+            return
+        metrics = {VAL_KEYS[k]: v for k, v in (trainer.metrics or {}).items() if k in VAL_KEYS}
+        metrics.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
+        metrics[names.LR] = trainer.lr.get("lr/pg0")
+        metrics[names.EPOCH_TIME] = trainer.epoch_time
+        metrics[names.IMAGES_PER_S] = self._images_per_s
+        self.log_metrics(metrics, step=trainer.epoch + 1)
+
+    def _on_train_end(self, trainer) -> None:
+        best = {names.BEST[VAL_KEYS[k]]: v for k, v in (trainer.metrics or {}).items() if VAL_KEYS.get(k) in names.BEST}
+        best[names.TRAIN_TIME] = time.monotonic() - self._train_started
+        self.log_metrics(best, step=trainer.epoch + 1)
+
+    def __enter__(self) -> VariantRun:
+        self.monitor.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.monitor.__exit__(exc_type, exc, tb)
+        self.log_metrics(self.monitor.summary(), step=0)
+        if exc is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return False
+        message = f"{exc_type.__name__}: {exc}"
+        if "out of memory" in str(exc).lower():
+            message = f"{message} -- {OOM_HINT}"
+            log.error(OOM_HINT)
+        self.client.set_tag(self.run_id, names.ERROR, message[:5000])
+        self.client.set_tag(self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:])
+        killed = isinstance(exc, KeyboardInterrupt)
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        return False
+
+    def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool) -> None:
+        """Config, results.csv, ultralytics plots, the variant's log, and best.pt."""
+        files = [save_dir / "args.yaml", save_dir / "results.csv", *job_dir.glob(".hydra/*.yaml"), *job_dir.glob("*.log")]
+        for path in files:
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path), "config" if path.suffix == ".yaml" else None)
+        for path in sorted([*save_dir.glob("*.png"), *save_dir.glob("*.jpg")]):
+            self.client.log_artifact(self.run_id, str(path), "plots")
+        best = save_dir / "weights" / "best.pt"
+        if log_weights and best.is_file():
+            self.client.log_artifact(self.run_id, str(best), "weights")
+
+
+def _params(params: dict[str, str]):
+    from mlflow.entities import Param
+
+    return [Param(k, v) for k, v in params.items()]

@@ -1,0 +1,68 @@
+"""One ultralytics training, extended only through its callbacks.
+
+Each call builds a fresh `YOLO` object, so callbacks never carry over between variants that run
+in one process (the basic launcher, or a reused joblib worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Integrations ultralytics would otherwise switch on by itself: its MLflow callback would open a
+# second run beside ours (issue: duplicate runs, stray experiments), and `sync` phones home.
+OFF_SETTINGS = {"mlflow": False, "sync": False, "clearml": False, "comet": False, "dvc": False, "raytune": False}
+
+Callbacks = Mapping[str, Sequence[Callable]]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    save_dir: Path
+    best: Path
+    last: Path
+    metrics: dict
+
+
+def configure_ultralytics() -> None:
+    from ultralytics.utils import SETTINGS
+
+    if any(SETTINGS.get(key) != value for key, value in OFF_SETTINGS.items()):
+        SETTINGS.update(OFF_SETTINGS)
+
+
+def train(
+    start: str | Path,
+    data: Path,
+    save_dir: Path,
+    freeze: Sequence[int],
+    args: Mapping,
+    callbacks: Callbacks | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train from `start` (a checkpoint or a model yaml) into exactly `save_dir`.
+
+    `freeze` must be a plain list of ints: ultralytics freezes nothing for a Hydra ListConfig.
+    """
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    save_dir = Path(save_dir).resolve()
+    model = YOLO(str(save_dir / "weights" / "last.pt") if resume else str(start))
+    for event, functions in (callbacks or {}).items():
+        for function in functions:
+            model.add_callback(event, function)
+    if resume:
+        model.train(resume=True, **{k: args[k] for k in ("device", "workers") if k in args})
+    else:
+        model.train(
+            data=str(data),
+            freeze=[int(i) for i in freeze],
+            project=str(save_dir.parent),
+            name=save_dir.name,
+            exist_ok=True,
+            **args,
+        )
+    trainer = model.trainer
+    return TrainResult(save_dir, Path(trainer.best), Path(trainer.last), dict(trainer.metrics or {}))
