@@ -1,4 +1,4 @@
-from sweep.app import main
+from sweep.app import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

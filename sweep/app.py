@@ -15,7 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweep.checkpoints import DEMO
-from sweep.errors import ConfigError
+from sweep.cli_check import check_group_choices
+from sweep.errors import ConfigError, exit_with
 from sweep.tracking.store import open_experiment, read_sweep_file
 from sweep.tracking.variant_run import VariantRun
 from sweep.training import train
@@ -84,9 +85,9 @@ def main(cfg: DictConfig) -> dict | None:
     try:
         return run_variant(cfg)
     except ConfigError as error:
-        log.error("%s", error)
         if HydraConfig.get().mode == RunMode.RUN:
-            sys.exit(2)
+            exit_with(error)
+        log.error("%s", error)
         return {"status": "FAILED", "error": str(error)}
     except Exception as error:
         if HydraConfig.get().mode == RunMode.RUN:
@@ -95,3 +96,12 @@ def main(cfg: DictConfig) -> dict | None:
         # FAILED, variant.json) and the sweep's end-of-run summary exits non-zero.
         log.exception("variant failed: %s", error)
         return {"status": "FAILED", "error": f"{type(error).__name__}: {error}"}
+
+
+def cli() -> None:
+    """The `freeze-sweep` console script: one-line errors for unknown config options, then Hydra."""
+    try:
+        check_group_choices(sys.argv[1:], Path(CONF_DIR))
+    except ConfigError as error:
+        exit_with(error)
+    main()

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.checkpoints import DEMO
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, exit_with
 from sweep.tracking.store import finish_parent_run, open_experiment, read_sweep_file, start_parent_run, write_sweep_file
 
 log = logging.getLogger("sweep")
@@ -54,8 +54,7 @@ class SweepCallback(Callback):
         try:
             self._start(config)
         except ConfigError as error:
-            print(f"freeze-sweep: error: {error}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(error)
 
     def _start(self, config: DictConfig) -> None:
         from sweep.variant import build_variant

@@ -106,12 +106,27 @@ def resolve_train_args(train_cfg: DictConfig) -> dict:
 
 
 def resolve_device(device: object) -> str:
-    """The GPU when there is one, else the CPU; an explicit value wins."""
+    """An explicit value wins; else the CPU without a GPU, else one GPU per job in turn.
+
+    Round-robin by Hydra job number: with a parallel launcher (joblib, 4 workers, 4 GPUs) each
+    variant gets a GPU of its own; on SLURM each job sees only its own GPU, so it gets GPU 0.
+    """
     if device is not None and str(device) != "":
         return str(device)
     import torch
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    count = torch.cuda.device_count()
+    return str(_job_number() % count) if count else "cpu"
+
+
+def _job_number() -> int:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return 0
+    hc = HydraConfig.get()
+    return int(hc.job.get("num") or 0) if hc.mode == RunMode.MULTIRUN else 0
 
 
 def _load_arch_yaml(arch: str) -> dict:

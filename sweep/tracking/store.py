@@ -21,13 +21,20 @@ VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sw
 
 
 def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """Create (or open) the store and the experiment; one line if the store cannot be reached."""
+    """Create (or open) the store and the experiment; one line if the store cannot be reached.
+
+    With a SQLite store, artifacts go beside the database file: MLflow's default (`./mlruns`)
+    would follow whatever the current folder is.
+    """
+    artifacts = None
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        artifacts = (database.parent / "mlartifacts").as_uri()
     client = MlflowClient(tracking_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifacts)
     except Exception as error:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ConfigError(f"tracking.uri={uri}: the MLflow store cannot be reached ({reason})") from None

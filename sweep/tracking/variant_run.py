@@ -118,11 +118,17 @@ class VariantRun:
         self.log_metrics(best, step=trainer.epoch + 1)
 
     def __enter__(self) -> VariantRun:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
         self.monitor.__enter__()
+        # MLflow's own system metrics, so the UI's "System metrics" tab charts the whole machine.
+        self._system = SystemMetricsMonitor(self.run_id, tracking_uri=self.client.tracking_uri)
+        self._system.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.monitor.__exit__(exc_type, exc, tb)
+        self._system.finish()
         self.log_metrics(self.monitor.summary(), step=0)
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")

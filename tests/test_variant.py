@@ -1,0 +1,76 @@
+"""Bad input is refused with one line naming the value and what is accepted, before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from sweep.app import CONF_DIR
+from sweep.errors import ConfigError
+from sweep.variant import build_variant, describe
+from tests.conftest import TINY, run_cli
+
+
+def compose_config(root: Path, overrides: list[str], shrink: bool = True) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"paths.root_dir={root}", *(TINY if shrink else []), *overrides])
+
+
+def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> None:
+    spec = build_variant(compose_config(cache_root, ["freeze=[0,1,2]"]))
+    assert spec.freeze_layers == (0, 1, 2)
+    assert isinstance(spec.freeze, list)  # a plain list, never a ListConfig
+    assert spec.params.frozen > 0 and spec.params.trainable > 0
+    assert spec.data.nc == 3
+    assert spec.train_args["device"] == "cpu"
+    assert "layers 0..2 (3/23 frozen)" in describe(spec)
+    assert spec.run_name == "yolov8n-demo-freeze-[0,1,2]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["freeze=head_only"], "freeze='head_only' is not a known preset"),
+        (["freeze=-3"], "freeze=-3 is negative"),
+        (["freeze=99"], "freeze=99 is beyond yolov8n-demo's 23 layers"),
+        (["freeze=23"], "freeze=23 leaves no trainable parameter in yolov8n-demo"),
+        (["train.epochs=0"], "train.epochs=0 is not valid: use a positive integer"),
+        (["train.imgsz=-32"], "train.imgsz=-32 is not valid: use a positive integer"),
+        (["train.batch=0"], "train.batch=0 is not valid: use a positive integer"),
+        (["model.weights=/nowhere/best.pt"], "model.weights=/nowhere/best.pt: no such file"),
+        (["model.weights=yolov8s.pt"], "checkpoint yolov8s.pt is not on disk and there is no internet"),
+        (["data.yaml=/nowhere/data.yaml"], "data=demo (/nowhere/data.yaml)"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_variant(compose_config(cache_root, overrides))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_dataset_that_is_not_on_disk_offline_is_one_clear_line(cache_root: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_variant(compose_config(cache_root, ["data=voc", "train.device=cpu"], shrink=False))
+    assert str(error.value).startswith("data=voc (VOC.yaml): Dataset 'VOC.yaml' images not found")
+    assert "offline" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "freeze=none,head_only"], "freeze='head_only' is not a known preset"),
+        (["freeze=-1"], "freeze=-1 is negative"),
+        (["-m", "model=nonexistent"], "model=nonexistent is not a model option: use one of demo,"),
+        (["data=nowhere"], "data=nowhere is not a data option: use one of coco128, demo, voc"),
+    ],
+)
+def test_cli_refuses_bad_input_before_anything_trains(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli([*args, *TINY], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing recorded
+    assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing trained
