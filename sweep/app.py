@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 from sweep.checkpoints import DEMO
 from sweep.cli_check import check_group_choices
 from sweep.errors import ConfigError, exit_with
+from sweep.tracking import names
+from sweep.tracking.previous_runs import find_previous, mark_reused, supersede
 from sweep.tracking.store import open_experiment, read_sweep_file
-from sweep.tracking.variant_run import VariantRun
+from sweep.tracking.variant_run import VariantRun, failure_message
 from sweep.training import train
 from sweep.variant import VariantSpec, build_variant, describe
 
@@ -38,31 +40,75 @@ def prepare(cfg: DictConfig) -> VariantSpec:
 
 
 def run_variant(cfg: DictConfig) -> dict:
+    """Train one variant into its MLflow run, unless an earlier sweep already did (skip) or
+    got part of the way (resume from its last checkpoint)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     spec = prepare(cfg)
     log.info(describe(spec))
     sweep_info = read_sweep_file(Path(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-    tags = {"mlflow.note.content": f"Hydra job folder: {job_dir}"}
+    tags = {names.OUTPUT_DIR: str(job_dir / "train"), "mlflow.note.content": f"Hydra job folder: {job_dir}"}
     if sweep_info:
-        tags.update({"mlflow.parentRunId": sweep_info["parent_run_id"], "sweep.id": sweep_info["sweep_id"]})
-    save_dir = job_dir / "train"
+        tags.update({names.PARENT_RUN_ID: sweep_info["parent_run_id"], names.SWEEP_ID: sweep_info["sweep_id"]})
     status = {"name": spec.run_name, "status": "RUNNING", "run_id": None}
     try:
-        run = VariantRun.create(client, experiment_id, spec, {**tags, "output_dir": str(save_dir)}, cfg.tracking.gpu_sample_interval_s)
+        previous = find_previous(client, experiment_id, spec.config_hash())
+        if previous.finished and not cfg.sweep.rerun:
+            log.info(
+                "Skipping %s: run %s already finished it (sweep.rerun=true retrains)",
+                spec.run_name,
+                previous.finished.info.run_id,
+            )
+            if sweep_info:
+                mark_reused(client, previous.finished, sweep_info["parent_run_id"], sweep_info["sweep_id"])
+            status.update(status="FINISHED", run_id=previous.finished.info.run_id, reused=True)
+            return status
+        resume_from = previous.resumable if not cfg.sweep.rerun else None
+        if resume_from:
+            save_dir = Path(resume_from.data.tags[names.OUTPUT_DIR])
+            log.info(
+                "Resuming %s from %s (run %s)", spec.run_name, save_dir / "weights" / "last.pt", resume_from.info.run_id
+            )
+            run = VariantRun.resume(
+                client, resume_from.info.run_id, spec, {**tags, names.OUTPUT_DIR: str(save_dir)}, cfg.tracking
+            )
+            run.backfill(save_dir / "results.csv", checkpoint_epoch(save_dir / "weights" / "last.pt"))
+        else:
+            save_dir = job_dir / "train"
+            run = VariantRun.create(client, experiment_id, spec, tags, cfg.tracking)
+        supersede(
+            client,
+            previous.leftovers + ([previous.resumable] if previous.resumable and not resume_from else []),
+            run.run_id,
+        )
         status["run_id"] = run.run_id
         with run, ultralytics_log_to(job_dir / "train.log"):
             start = spec.checkpoint or spec.arch
-            result = train(start, spec.data.yaml, save_dir, spec.freeze_layers, spec.train_args, run.callbacks())
+            result = train(
+                start,
+                spec.data.yaml,
+                save_dir,
+                spec.freeze_layers,
+                spec.train_args,
+                run.callbacks(),
+                resume=bool(resume_from),
+            )
             run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights)
         status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
         return status
     except BaseException as error:
-        status.update(status="FAILED", error=f"{type(error).__name__}: {error}")
+        status.update(status="FAILED", error=failure_message(error))
         raise
     finally:
         (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
+
+
+def checkpoint_epoch(last: Path) -> int:
+    """Epochs completed in an ultralytics checkpoint (1-based, as logged)."""
+    import torch
+
+    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
 @contextmanager
@@ -94,8 +140,8 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         # In a sweep one failing variant must not stop the others: it is recorded (MLflow run
         # FAILED, variant.json) and the sweep's end-of-run summary exits non-zero.
-        log.exception("variant failed: %s", error)
-        return {"status": "FAILED", "error": f"{type(error).__name__}: {error}"}
+        log.exception("variant failed: %s", failure_message(error))
+        return {"status": "FAILED", "error": failure_message(error)}
 
 
 def cli() -> None:

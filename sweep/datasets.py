@@ -50,4 +50,6 @@ def load_data_yaml(name: str, yaml: str | Path) -> DataInfo:
             f"data={name} ({yaml}): {reason}{hint}; pass data.yaml=/path/to/data.yaml with local images"
         ) from None
     as_paths = lambda value: tuple(Path(p) for p in (value if isinstance(value, list) else [value]))  # noqa: E731
-    return DataInfo(name, Path(data["yaml_file"]), tuple(data["names"].values()), as_paths(data["train"]), as_paths(data["val"]))
+    return DataInfo(
+        name, Path(data["yaml_file"]), tuple(data["names"].values()), as_paths(data["train"]), as_paths(data["val"])
+    )

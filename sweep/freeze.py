@@ -74,8 +74,7 @@ def _resolve_list(indices: Sequence, arch: Architecture) -> list[int]:
     bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < arch.num_layers]
     if bad:
         raise ConfigError(
-            f"freeze={list(indices)} has invalid layer indices {bad}: "
-            f"{arch.name} has layers 0..{arch.num_layers - 1}"
+            f"freeze={list(indices)} has invalid layer indices {bad}: {arch.name} has layers 0..{arch.num_layers - 1}"
         )
     return sorted(set(indices))
 

@@ -65,18 +65,24 @@ class SweepCallback(Callback):
         specs = [build_variant(job) for job in jobs]
         if jobs:
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
-        for job, spec in zip(jobs, specs):
-            if spec.weights == DEMO:
+        first = jobs[0] if jobs else config
+        client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
+        for job, spec in zip(jobs, specs, strict=True):
+            if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
                 from sweep.demo.base import ensure_base
 
                 ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"])
-        first = jobs[0] if jobs else config
-        client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = start_parent_run(client, experiment_id, sweep_id, sweep_dir, overrides)
         write_sweep_file(sweep_dir, first.tracking.uri, experiment_id, sweep_id, parent)
-        log.info("Sweep %s: MLflow parent run %s in experiment '%s' (%s)", sweep_id, parent, first.tracking.experiment, first.tracking.uri)
+        log.info(
+            "Sweep %s: MLflow parent run %s in experiment '%s' (%s)",
+            sweep_id,
+            parent,
+            first.tracking.experiment,
+            first.tracking.uri,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow.tracking import MlflowClient
@@ -89,7 +95,9 @@ class SweepCallback(Callback):
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/variant.json"))]
         finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"])
         failed = [s for s in statuses if s.get("status") != "FINISHED"]
-        print(f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})")
+        print(
+            f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})"
+        )
         for status in failed:
             print(f"  FAILED {status.get('name', '?')}: {status.get('error', 'unknown error')}")
         if failed:

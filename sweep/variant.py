@@ -14,9 +14,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO, model_yaml_of, resolve_checkpoint
+from sweep.dataset_checks import check_dataset_files
 from sweep.datasets import DataInfo, resolve_data
 from sweep.errors import ConfigError
-from sweep.freeze import Architecture, ParameterCounts, architecture_of, check_trainable, count_parameters, resolve_freeze
+from sweep.freeze import (
+    Architecture,
+    ParameterCounts,
+    architecture_of,
+    check_trainable,
+    count_parameters,
+    resolve_freeze,
+)
 
 POSITIVE_TRAIN_KEYS = ("epochs", "imgsz", "batch")
 OWN_TRAIN_KEYS = ("device", "extra")  # resolved or merged by us, not passed as they are
@@ -73,6 +81,7 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
     model_yaml = model_yaml_of(checkpoint) if checkpoint else _load_arch_yaml(cfg.model.arch)
     architecture = architecture_of(model_yaml, cfg.model.name)
     data = resolve_data(cfg.data, Path(cfg.paths.cache_dir))
+    check_dataset_files(data)
     freeze = cfg.freeze
     if OmegaConf.is_list(freeze):  # ultralytics silently freezes nothing for a ListConfig
         freeze = OmegaConf.to_container(freeze)
@@ -101,8 +110,23 @@ def resolve_train_args(train_cfg: DictConfig) -> dict:
             raise ConfigError(f"train.{key}={value!r} is not valid: use a positive integer")
     args = {k: v for k, v in train.items() if k not in OWN_TRAIN_KEYS}
     args.update(train.get("extra") or {})
+    check_ultralytics_args(args)
     args["device"] = resolve_device(train["device"])
     return args
+
+
+def check_ultralytics_args(args: dict) -> None:
+    """Ultralytics' own argument check, run now rather than when the variant starts training."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+    unknown = sorted(set(args) - set(DEFAULT_CFG_DICT))
+    if unknown:
+        raise ConfigError(f"train: {', '.join(unknown)} is not an ultralytics training argument (see `yolo cfg`)")
+    try:
+        get_cfg(overrides=dict(args))
+    except (SyntaxError, TypeError, ValueError) as error:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"train: {first} (see `yolo cfg` for ultralytics' training arguments)") from None
 
 
 def resolve_device(device: object) -> str:
@@ -150,7 +174,13 @@ def _build_model(model_yaml: dict, nc: int):
 
 def describe(spec: VariantSpec) -> str:
     layers = spec.freeze_layers
-    shown = "none" if not layers else f"{layers[0]}..{layers[-1]}" if layers == tuple(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
+    shown = (
+        "none"
+        if not layers
+        else f"{layers[0]}..{layers[-1]}"
+        if layers == tuple(range(layers[0], layers[-1] + 1))
+        else ",".join(map(str, layers))
+    )
     p = spec.params
     return (
         f"{spec.run_name}: freeze={spec.freeze_label} -> layers {shown} "

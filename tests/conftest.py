@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from sweep.app import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +32,14 @@ TINY = [
     "train.workers=0",
     "train.device=cpu",
     "tracking.gpu_sample_interval_s=0.5",
+    "tracking.system_metrics_interval_s=1",
 ]
+
+
+def compose_config(root: Path, overrides: list[str], shrink: bool = True) -> DictConfig:
+    """The real composed config, as a job would see it, with outputs under `root`."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"paths.root_dir={root}", *(TINY if shrink else []), *overrides])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,11 +49,13 @@ def offline_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
 
 
-def run_cli(args: list[str], root: Path, module: str = "sweep", timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], root: Path, module: str = "sweep", timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run a freeze-sweep command as a user would, with its outputs under `root`."""
-    env = {**os.environ, "FREEZE_SWEEP_ROOT": str(root), "HYDRA_FULL_ERROR": "0"}
+    full_env = {**os.environ, "FREEZE_SWEEP_ROOT": str(root), "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -60,10 +73,17 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("project")
 
 
+def run_sweep(root: Path, cache_root: Path, overrides: list[str], name: str = "sweep", **kwargs) -> Sweep:
+    """A tiny multirun with its own store under `root`, sharing the demo cache of `cache_root`."""
+    sweep_dir = root / "outputs" / "multiruns" / name
+    cache = f"paths.cache_dir={cache_root}/outputs/cache"
+    result = run_cli(["-m", *TINY, cache, f"hydra.sweep.dir={sweep_dir}", *overrides], root, **kwargs)
+    return Sweep(root, sweep_dir, f"sqlite:///{root}/outputs/mlflow.db", result)
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(cache_root: Path) -> Sweep:
     """The default sweep (none, backbone, all_but_head) on the shrunken demo, through the CLI."""
-    sweep_dir = cache_root / "outputs" / "multiruns" / "tiny"
-    result = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep_dir}"], cache_root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return Sweep(cache_root, sweep_dir, f"sqlite:///{cache_root}/outputs/mlflow.db", result)
+    sweep = run_sweep(cache_root, cache_root, [], name="tiny")
+    assert sweep.result.returncode == 0, sweep.result.stdout[-3000:] + sweep.result.stderr[-3000:]
+    return sweep

@@ -5,18 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-from sweep.app import CONF_DIR
 from sweep.errors import ConfigError
 from sweep.variant import build_variant, describe
-from tests.conftest import TINY, run_cli
-
-
-def compose_config(root: Path, overrides: list[str], shrink: bool = True) -> DictConfig:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"paths.root_dir={root}", *(TINY if shrink else []), *overrides])
+from tests.conftest import TINY, compose_config, run_cli
 
 
 def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> None:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 def base_key(model_cfg: DictConfig) -> str:
     pretrain = OmegaConf.to_container(model_cfg.pretrain, resolve=True)
-    blob = json.dumps({"arch": model_cfg.arch, "pretrain": pretrain, "data": _source_spec(model_cfg).key()}, sort_keys=True)
+    blob = json.dumps(
+        {"arch": model_cfg.arch, "pretrain": pretrain, "data": _source_spec(model_cfg).key()}, sort_keys=True
+    )
     return f"demo-base-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -39,7 +41,11 @@ def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
             return final
         p = model_cfg.pretrain
         data = ensure_dataset(_source_spec(model_cfg), cache_dir)
-        log.info("Pretraining the demo base (%s, %d epochs on the source task); cached for later sweeps", model_cfg.arch, p.epochs)
+        log.info(
+            "Pretraining the demo base (%s, %d epochs on the source task); cached for later sweeps",
+            model_cfg.arch,
+            p.epochs,
+        )
         building = cache_dir / f"{base_key(model_cfg)}.building"
         shutil.rmtree(building, ignore_errors=True)
         result = train(
@@ -47,8 +53,21 @@ def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
             data,
             building,
             freeze=[],
-            args=dict(epochs=p.epochs, imgsz=p.imgsz, batch=p.batch, seed=p.seed, device=device, optimizer="SGD",
-                      lr0=0.01, warmup_epochs=1.0, nbs=p.batch, deterministic=True, val=False, plots=False, workers=2),
+            args=dict(
+                epochs=p.epochs,
+                imgsz=p.imgsz,
+                batch=p.batch,
+                seed=p.seed,
+                device=device,
+                optimizer="SGD",
+                lr0=0.01,
+                warmup_epochs=1.0,
+                nbs=p.batch,
+                deterministic=True,
+                val=False,
+                plots=False,
+                workers=2,
+            ),
         )
         log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
         building.rename(final.parent.parent)

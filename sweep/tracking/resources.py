@@ -42,6 +42,7 @@ class ResourceMonitor:
     gpu_util: list[float] = field(default_factory=list)
     cpu_util: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    step_offset: int = 0  # a resumed run continues its time series after the logged steps
 
     def __post_init__(self) -> None:
         self._gpus = gpu_indices(self.device)
@@ -68,7 +69,7 @@ class ResourceMonitor:
             self.sample()
 
     def sample(self) -> None:
-        step = int(round(time.monotonic() - self._start))
+        step = self.step_offset + int(round(time.monotonic() - self._start))
         metrics = self._sample_cpu()
         if self._handles:
             metrics.update(self._sample_gpus())

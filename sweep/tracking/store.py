@@ -7,9 +7,11 @@ store and the experiment are created here, before any job starts.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
@@ -26,6 +28,7 @@ def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     With a SQLite store, artifacts go beside the database file: MLflow's default (`./mlruns`)
     would follow whatever the current folder is.
     """
+    check_reachable(uri)
     artifacts = None
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
@@ -41,7 +44,21 @@ def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     return client, experiment_id
 
 
-def start_parent_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, overrides: list[str]) -> str:
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a tracking server that is not there (MLflow would retry for minutes)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"tracking.uri={uri}: no MLflow server answers at {parsed.hostname}:{port} ({error})") from None
+
+
+def start_parent_run(
+    client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, overrides: list[str]
+) -> str:
     tags = {
         names.SWEEP_ID: sweep_id,
         names.ROLE: names.ROLE_PARENT,
@@ -81,7 +98,9 @@ def finish_parent_run(client: MlflowClient, parent_run_id: str) -> list[str]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

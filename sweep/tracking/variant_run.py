@@ -6,6 +6,7 @@ leaks from one variant to the next in a reused process.
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 import traceback
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
 from sweep.tracking import names
 from sweep.tracking.resources import ResourceMonitor
@@ -29,7 +31,24 @@ VAL_KEYS = {
     "val/cls_loss": "val/cls_loss",
     "val/dfl_loss": "val/dfl_loss",
 }
-OOM_HINT = "CUDA out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
+LR_KEY = "lr/pg0"
+OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
+
+
+def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    """Our metric names from an ultralytics epoch record (trainer values or a results.csv row)."""
+    metrics = {VAL_KEYS[k]: v for k, v in row.items() if k in VAL_KEYS}
+    metrics.update({k: v for k, v in row.items() if k in names.TRAIN_LOSSES})
+    if LR_KEY in row:
+        metrics[names.LR] = row[LR_KEY]
+    return metrics
+
+
+def failure_message(error: BaseException) -> str:
+    message = f"{type(error).__name__}: {error}"
+    if "out of memory" in str(error).lower():
+        message = f"{message} -- hint: {OOM_HINT}"
+    return message
 
 
 def variant_params(spec: VariantSpec) -> dict[str, str]:
@@ -59,22 +78,63 @@ def variant_params(spec: VariantSpec) -> dict[str, str]:
 class VariantRun:
     """Child run lifecycle plus the ultralytics callbacks that log into it."""
 
-    def __init__(self, client: MlflowClient, run_id: str, spec: VariantSpec, gpu_interval_s: float = 1.0) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> None:
         self.client = client
         self.run_id = run_id
         self.spec = spec
-        self.monitor = ResourceMonitor(spec.train_args["device"], gpu_interval_s, sink=self.log_metrics)
+        self.monitor = ResourceMonitor(spec.train_args["device"], tracking.gpu_sample_interval_s, sink=self.log_metrics)
+        self.system_interval_s = tracking.system_metrics_interval_s
         self._epoch_done = -1
         self._train_started = 0.0
         self._epoch_train_start = 0.0
         self._images_per_s = 0.0
+        self._logged_epochs: set[int] = set()
+        self._time_before_resume = 0.0
 
     @classmethod
-    def create(cls, client: MlflowClient, experiment_id: str, spec: VariantSpec, tags: dict, gpu_interval_s: float) -> VariantRun:
-        all_tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: spec.config_hash(), names.DEVICE: spec.train_args["device"], **tags}
+    def create(
+        cls, client: MlflowClient, experiment_id: str, spec: VariantSpec, tags: dict, tracking: DictConfig
+    ) -> VariantRun:
+        all_tags = {
+            names.ROLE: names.ROLE_VARIANT,
+            names.CONFIG_HASH: spec.config_hash(),
+            names.DEVICE: spec.train_args["device"],
+            **tags,
+        }
         run = client.create_run(experiment_id, run_name=spec.run_name, tags=all_tags)
         client.log_batch(run.info.run_id, params=_params(variant_params(spec)))
-        return cls(client, run.info.run_id, spec, gpu_interval_s)
+        return cls(client, run.info.run_id, spec, tracking)
+
+    @classmethod
+    def resume(
+        cls, client: MlflowClient, run_id: str, spec: VariantSpec, tags: dict, tracking: DictConfig
+    ) -> VariantRun:
+        """Continue an interrupted run: same run id, epochs already logged are never logged again."""
+        client.update_run(run_id, status="RUNNING")
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        run = cls(client, run_id, spec, tracking)
+        run._logged_epochs = {m.step for m in client.get_metric_history(run_id, "mAP50")}
+        run._time_before_resume = sum(m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME))
+        resource_steps = [m.step for m in client.get_metric_history(run_id, names.CPU_RSS)]
+        run.monitor.step_offset = max(resource_steps, default=-1) + 1
+        return run
+
+    def backfill(self, results_csv: Path, up_to_epoch: int) -> None:
+        """Log epochs that finished (in results.csv and the checkpoint) but never reached MLflow:
+        a kill between ultralytics saving last.pt and our epoch callback loses exactly those."""
+        if not results_csv.is_file():
+            return
+        previous_time = 0.0
+        with results_csv.open() as f:
+            for raw in csv.DictReader(f):
+                row = {k.strip(): float(v) for k, v in raw.items() if v not in (None, "")}
+                epoch = int(row["epoch"])
+                if epoch <= up_to_epoch:
+                    metrics = epoch_metrics(row)
+                    metrics[names.EPOCH_TIME] = row["time"] - previous_time
+                    self._log_epoch(metrics, epoch)
+                previous_time = row["time"]
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -105,16 +165,21 @@ class VariantRun:
     def _on_fit_epoch_end(self, trainer) -> None:
         if trainer.epoch != self._epoch_done:  # ultralytics' final re-validation of best.pt
             return
-        metrics = {VAL_KEYS[k]: v for k, v in (trainer.metrics or {}).items() if k in VAL_KEYS}
-        metrics.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
-        metrics[names.LR] = trainer.lr.get("lr/pg0")
+        row = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {}), **trainer.lr}
+        metrics = epoch_metrics(row)
         metrics[names.EPOCH_TIME] = trainer.epoch_time
         metrics[names.IMAGES_PER_S] = self._images_per_s
-        self.log_metrics(metrics, step=trainer.epoch + 1)
+        self._log_epoch(metrics, trainer.epoch + 1)
+
+    def _log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        if epoch in self._logged_epochs:  # never twice: a resumed run may redo an epoch
+            return
+        self.log_metrics(metrics, step=epoch)
+        self._logged_epochs.add(epoch)
 
     def _on_train_end(self, trainer) -> None:
         best = {names.BEST[VAL_KEYS[k]]: v for k, v in (trainer.metrics or {}).items() if VAL_KEYS.get(k) in names.BEST}
-        best[names.TRAIN_TIME] = time.monotonic() - self._train_started
+        best[names.TRAIN_TIME] = self._time_before_resume + time.monotonic() - self._train_started
         self.log_metrics(best, step=trainer.epoch + 1)
 
     def __enter__(self) -> VariantRun:
@@ -122,7 +187,9 @@ class VariantRun:
 
         self.monitor.__enter__()
         # MLflow's own system metrics, so the UI's "System metrics" tab charts the whole machine.
-        self._system = SystemMetricsMonitor(self.run_id, tracking_uri=self.client.tracking_uri)
+        self._system = SystemMetricsMonitor(
+            self.run_id, sampling_interval=self.system_interval_s, tracking_uri=self.client.tracking_uri
+        )
         self._system.start()
         return self
 
@@ -133,19 +200,23 @@ class VariantRun:
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
             return False
-        message = f"{exc_type.__name__}: {exc}"
-        if "out of memory" in str(exc).lower():
-            message = f"{message} -- {OOM_HINT}"
-            log.error(OOM_HINT)
+        message = failure_message(exc)
         self.client.set_tag(self.run_id, names.ERROR, message[:5000])
-        self.client.set_tag(self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:])
+        self.client.set_tag(
+            self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:]
+        )
         killed = isinstance(exc, KeyboardInterrupt)
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         return False
 
     def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool) -> None:
         """Config, results.csv, ultralytics plots, the variant's log, and best.pt."""
-        files = [save_dir / "args.yaml", save_dir / "results.csv", *job_dir.glob(".hydra/*.yaml"), *job_dir.glob("*.log")]
+        files = [
+            save_dir / "args.yaml",
+            save_dir / "results.csv",
+            *job_dir.glob(".hydra/*.yaml"),
+            *job_dir.glob("*.log"),
+        ]
         for path in files:
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path), "config" if path.suffix == ".yaml" else None)

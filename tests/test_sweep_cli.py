@@ -1,0 +1,58 @@
+"""A real tiny multirun through the CLI: three variants, each freezing what it says it does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweep.freeze import is_frozen
+from tests.conftest import Sweep
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-3  # checkpoints hold FP16 EMA weights
+
+
+def state_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return {k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).state_dict().items() if v.is_floating_point()}
+
+
+def variant_dirs(sweep: Sweep) -> list[Path]:
+    return sorted(p.parent for p in sweep.sweep_dir.glob("*/variant.json"))
+
+
+def test_the_default_sweep_trains_the_three_presets(tiny_sweep: Sweep) -> None:
+    statuses = [json.loads((d / "variant.json").read_text()) for d in variant_dirs(tiny_sweep)]
+    assert [s["name"] for s in statuses] == [
+        "yolov8n-demo-freeze-none",
+        "yolov8n-demo-freeze-backbone",
+        "yolov8n-demo-freeze-all_but_head",
+    ]
+    assert all(s["status"] == "FINISHED" for s in statuses)
+    assert all((d / "train" / "weights" / "best.pt").is_file() for d in variant_dirs(tiny_sweep))
+    assert "3/3 variants finished" in tiny_sweep.result.stdout
+    assert "freeze=backbone -> layers 0..9 (10/23 frozen)" in tiny_sweep.result.stdout + tiny_sweep.result.stderr
+
+
+@pytest.mark.parametrize(("job", "layers"), [(0, []), (1, list(range(10))), (2, list(range(22)))])
+def test_frozen_weights_and_bn_statistics_stay_at_the_base(tiny_sweep: Sweep, job: int, layers: list[int]) -> None:
+    (base,) = tiny_sweep.root.glob("outputs/cache/demo-base-*/weights/best.pt")
+    before = state_of(base)
+    after = state_of(tiny_sweep.sweep_dir / str(job) / "train" / "weights" / "last.pt")
+    assert before.keys() == after.keys()
+
+    def moved(key: str) -> bool:
+        return not torch.allclose(before[key], after[key], atol=TOLERANCE, rtol=TOLERANCE)
+
+    frozen = [k for k in before if is_frozen(k, layers)]
+    moved_frozen = [k for k in frozen if moved(k)]
+    assert moved_frozen == [], f"frozen tensors changed: {moved_frozen[:5]}"
+    frozen_bn_stats = [k for k in frozen if k.endswith(("running_mean", "running_var"))]
+    assert len(frozen_bn_stats) == 2 * sum(1 for k in frozen if k.endswith("bn.weight"))
+
+    trainable_layers = {int(k.split(".")[1]) for k in before if not is_frozen(k, layers)}
+    changed_layers = {int(k.split(".")[1]) for k in before if not is_frozen(k, layers) and moved(k)}
+    assert changed_layers == trainable_layers
