@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sweep.errors import ConfigError
 from sweep.variant import build_variant, describe
 from tests.conftest import TINY, compose_config, run_cli
