@@ -87,10 +87,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-kill-s", type=float, default=40.0)
+    parser.add_argument("--root", type=Path, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = args.root or Path(tmp)
         run_round(root, "warmup", None, experiment="warmup")  # builds the tiny demo base, outside the count
         uri = f"sqlite:///{root}/outputs/mlflow.db"
         kills = 0

@@ -18,7 +18,7 @@ from sweep.checkpoints import DEMO
 from sweep.cli_check import check_group_choices
 from sweep.errors import ConfigError, exit_with
 from sweep.tracking import names
-from sweep.tracking.previous_runs import find_previous, mark_reused, supersede
+from sweep.tracking.previous_runs import PreviousRuns, find_previous, mark_reused, supersede
 from sweep.tracking.store import open_experiment, read_sweep_file
 from sweep.tracking.variant_run import VariantRun, failure_message
 from sweep.training import train
@@ -64,24 +64,7 @@ def run_variant(cfg: DictConfig) -> dict:
                 mark_reused(client, previous.finished, sweep_info["parent_run_id"], sweep_info["sweep_id"])
             status.update(status="FINISHED", run_id=previous.finished.info.run_id, reused=True)
             return status
-        resume_from = previous.resumable if not cfg.sweep.rerun else None
-        if resume_from:
-            save_dir = Path(resume_from.data.tags[names.OUTPUT_DIR])
-            log.info(
-                "Resuming %s from %s (run %s)", spec.run_name, save_dir / "weights" / "last.pt", resume_from.info.run_id
-            )
-            run = VariantRun.resume(
-                client, resume_from.info.run_id, spec, {**tags, names.OUTPUT_DIR: str(save_dir)}, cfg.tracking
-            )
-            run.backfill(save_dir / "results.csv", checkpoint_epoch(save_dir / "weights" / "last.pt"))
-        else:
-            save_dir = job_dir / "train"
-            run = VariantRun.create(client, experiment_id, spec, tags, cfg.tracking)
-        supersede(
-            client,
-            previous.leftovers + ([previous.resumable] if previous.resumable and not resume_from else []),
-            run.run_id,
-        )
+        run, save_dir, resuming = open_variant_run(client, experiment_id, spec, previous, tags, cfg)
         status["run_id"] = run.run_id
         with run, ultralytics_log_to(job_dir / "train.log"):
             start = spec.checkpoint or spec.arch
@@ -92,7 +75,7 @@ def run_variant(cfg: DictConfig) -> dict:
                 spec.freeze_layers,
                 spec.train_args,
                 run.callbacks(),
-                resume=bool(resume_from),
+                resume=resuming,
             )
             run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights)
         status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
@@ -104,11 +87,25 @@ def run_variant(cfg: DictConfig) -> dict:
         (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
 
 
-def checkpoint_epoch(last: Path) -> int:
-    """Epochs completed in an ultralytics checkpoint (1-based, as logged)."""
-    import torch
-
-    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+def open_variant_run(
+    client, experiment_id: str, spec: VariantSpec, previous: PreviousRuns, tags: dict, cfg: DictConfig
+) -> tuple[VariantRun, Path, bool]:
+    """Continue an interrupted run from its last checkpoint, or start a new one; either way,
+    close the leftovers it replaces. Returns the run, the ultralytics save_dir, and resuming."""
+    resume_from = None if cfg.sweep.rerun else previous.resumable
+    if resume_from:
+        save_dir = Path(resume_from.data.tags[names.OUTPUT_DIR])
+        last = save_dir / "weights" / "last.pt"
+        log.info("Resuming %s from %s (run %s)", spec.run_name, last, resume_from.info.run_id)
+        tags = {**tags, names.OUTPUT_DIR: str(save_dir)}
+        run = VariantRun.resume(client, resume_from.info.run_id, spec, tags, cfg.tracking)
+        run.backfill(save_dir / "results.csv", previous.resume_epoch)
+    else:
+        save_dir = Path(tags[names.OUTPUT_DIR])
+        run = VariantRun.create(client, experiment_id, spec, tags, cfg.tracking)
+    replaced = previous.leftovers + ([previous.resumable] if previous.resumable and not resume_from else [])
+    supersede(client, replaced, run.run_id)
+    return run, save_dir, resume_from is not None
 
 
 @contextmanager

@@ -54,7 +54,8 @@ def train(
         for function in functions:
             model.add_callback(event, function)
     if resume:
-        model.train(resume=True, **{k: args[k] for k in ("device", "workers") if k in args})
+        # ultralytics would otherwise swap in its default dataset (coco8.yaml) for the checkpoint's
+        model.train(resume=True, data=str(data), **{k: args[k] for k in ("device", "workers") if k in args})
     else:
         model.train(
             data=str(data),

@@ -23,13 +23,29 @@ SUPERSEDED_BY = "superseded_by"
 class PreviousRuns:
     finished: Run | None = None
     resumable: Run | None = None
+    resume_epoch: int = 0  # epochs completed in the resumable run's last.pt (1-based, as logged)
     leftovers: list[Run] = field(default_factory=list)
 
 
-def last_checkpoint(run: Run) -> Path | None:
+def resume_point(run: Run) -> tuple[Path, int] | None:
+    """The run's last.pt and the epochs it completed, if ultralytics can resume from it.
+
+    A checkpoint stripped at the end of training (no optimizer state) cannot be resumed: its
+    run died while finishing up, and is retrained rather than resumed.
+    """
+    import torch
+
     save_dir = run.data.tags.get(names.OUTPUT_DIR)
     last = Path(save_dir) / "weights" / "last.pt" if save_dir else None
-    return last if last and last.is_file() else None
+    if last is None or not last.is_file():
+        return None
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:  # a checkpoint cut short by the kill itself
+        return None
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        return None
+    return last, int(ckpt["epoch"]) + 1
 
 
 def find_previous(client: MlflowClient, experiment_id: str, config_hash: str) -> PreviousRuns:
@@ -45,8 +61,8 @@ def find_previous(client: MlflowClient, experiment_id: str, config_hash: str) ->
             continue
         if run.info.status == "FINISHED":
             previous.finished = previous.finished or run
-        elif previous.resumable is None and last_checkpoint(run) is not None:
-            previous.resumable = run
+        elif previous.resumable is None and (point := resume_point(run)):
+            previous.resumable, previous.resume_epoch = run, point[1]
         else:
             previous.leftovers.append(run)
     return previous

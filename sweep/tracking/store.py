@@ -53,7 +53,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
     except OSError as error:
-        raise ConfigError(f"tracking.uri={uri}: no MLflow server answers at {parsed.hostname}:{port} ({error})") from None
+        raise ConfigError(
+            f"tracking.uri={uri}: no MLflow server answers at {parsed.hostname}:{port} ({error})"
+        ) from None
 
 
 def start_parent_run(
