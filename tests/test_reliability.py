@@ -18,7 +18,7 @@ from sweep.tracking import names
 from sweep.variant import build_variant
 from tests.conftest import ROOT, TINY, compose_config, run_sweep
 
-EPOCHS = 3
+EPOCHS = 6  # long enough that the kill lands mid-training
 
 
 def variant_runs(tracking_uri: str) -> list:
@@ -42,9 +42,13 @@ def test_kill_9_mid_variant_then_rerun_resumes_and_skips(tmp_path: Path, cache_r
         start_new_session=True,
     )
     results = first_dir / "1" / "train" / "results.csv"  # the second variant, mid-training
-    deadline = time.monotonic() + 300
-    while not (results.is_file() and len(results.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    last = results.parent / "weights" / "last.pt"
+    deadline, size = time.monotonic() + 300, -1
+    while time.monotonic() < deadline:  # kill once epoch 1's last.pt is completely written
+        if last.is_file() and last.stat().st_size == size and len(results.read_text().splitlines()) == 2:
+            break
+        size = last.stat().st_size if last.is_file() else -1
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert results.is_file(), "the sweep never reached the second variant"
