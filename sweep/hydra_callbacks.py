@@ -94,6 +94,7 @@ class SweepCallback(Callback):
             return
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/variant.json"))]
         finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"])
+        write_sweep_report(info["tracking_uri"], info["parent_run_id"], sweep_dir / "report")
         failed = [s for s in statuses if s.get("status") != "FINISHED"]
         print(
             f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})"
@@ -102,3 +103,16 @@ class SweepCallback(Callback):
             print(f"  FAILED {status.get('name', '?')}: {status.get('error', 'unknown error')}")
         if failed:
             sys.exit(1)
+
+
+def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
+    """The side-by-side report, printed and written; the sweep's result never depends on it."""
+    from sweep.report import write_report
+
+    try:
+        report_dir = write_report(tracking_uri, parent_run_id, out_dir=out_dir)
+    except Exception as error:
+        log.warning("report not written: %s", error)
+        return
+    print((report_dir / "report.md").read_text())
+    print(f"report: {report_dir / 'report.html'} (also in the MLflow UI, parent run's artifacts)")

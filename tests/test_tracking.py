@@ -47,7 +47,9 @@ def test_params_describe_the_resolved_variant_not_ultralytics_args(tiny_sweep: S
     assert backbone[names.P_FREEZE] == "backbone"
     assert backbone[names.P_FREEZE_LAYERS] == "0,1,2,3,4,5,6,7,8,9"
     assert backbone[names.P_FROZEN_LAYERS] == "10"
-    total, trainable, frozen = (int(backbone[k]) for k in (names.P_PARAMS_TOTAL, names.P_PARAMS_TRAINABLE, names.P_PARAMS_FROZEN))
+    total, trainable, frozen = (
+        int(backbone[k]) for k in (names.P_PARAMS_TOTAL, names.P_PARAMS_TRAINABLE, names.P_PARAMS_FROZEN)
+    )
     assert total == trainable + frozen and frozen > 0
     assert float(backbone[names.P_TRAINABLE_PCT]) == pytest.approx(100 * trainable / total, abs=0.01)
     assert backbone["train.epochs"] == str(EPOCHS) and backbone[names.P_MODEL] == "yolov8n-demo"
@@ -59,7 +61,14 @@ def test_per_epoch_histories_final_metrics_and_resources(tiny_sweep: Sweep) -> N
     client, _, children = sweep_runs(tiny_sweep)
     for child in children:
         run_id = child.info.run_id
-        for key in (*names.EPOCH_METRICS, *names.TRAIN_LOSSES, *names.VAL_LOSSES, names.LR, names.EPOCH_TIME, names.IMAGES_PER_S):
+        for key in (
+            *names.EPOCH_METRICS,
+            *names.TRAIN_LOSSES,
+            *names.VAL_LOSSES,
+            names.LR,
+            names.EPOCH_TIME,
+            names.IMAGES_PER_S,
+        ):
             assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, EPOCHS + 1)), key
         metrics = child.data.metrics
         assert all(k in metrics for k in (*names.BEST.values(), names.TRAIN_TIME))

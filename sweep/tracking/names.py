@@ -21,6 +21,8 @@ CONFIG_HASH = "config_hash"
 DEVICE = "device"
 OUTPUT_DIR = "output_dir"  # ultralytics save_dir of the variant (absolute): weights/best.pt
 ERROR = "error"
+REUSED_BY = "sweep.reused_by."  # + parent run id, on a FINISHED run a later sweep reused (value: its sweep id)
+SUPERSEDED_BY = "superseded_by"  # on an unfinished run replaced by a newer run of the same config
 
 # Params on a variant run (values are strings in MLflow).
 P_MODEL = "model"  # model name, e.g. yolov8s

@@ -15,9 +15,6 @@ from mlflow.tracking import MlflowClient
 
 from sweep.tracking import names
 
-REUSED_BY = "sweep.reused_by."  # + parent run id: marks a finished run reused by a later sweep
-SUPERSEDED_BY = "superseded_by"
-
 
 @dataclass
 class PreviousRuns:
@@ -57,7 +54,7 @@ def find_previous(client: MlflowClient, experiment_id: str, config_hash: str) ->
     )
     previous = PreviousRuns()
     for run in runs:
-        if SUPERSEDED_BY in run.data.tags:
+        if names.SUPERSEDED_BY in run.data.tags:
             continue
         if run.info.status == "FINISHED":
             previous.finished = previous.finished or run
@@ -72,10 +69,10 @@ def supersede(client: MlflowClient, runs: list[Run], by_run_id: str) -> None:
     """Close unfinished leftovers explicitly, pointing at the run that replaces them."""
     for run in runs:
         if run.info.status != "FINISHED":
-            client.set_tag(run.info.run_id, SUPERSEDED_BY, by_run_id)
+            client.set_tag(run.info.run_id, names.SUPERSEDED_BY, by_run_id)
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, "KILLED")
 
 
 def mark_reused(client: MlflowClient, run: Run, parent_run_id: str, sweep_id: str) -> None:
-    client.set_tag(run.info.run_id, f"{REUSED_BY}{parent_run_id}", sweep_id)
+    client.set_tag(run.info.run_id, f"{names.REUSED_BY}{parent_run_id}", sweep_id)

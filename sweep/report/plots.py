@@ -1,0 +1,173 @@
+"""The report's figures, one table row = one colour in every figure.
+
+Drawn with matplotlib's object API on an Agg canvas (no pyplot state, safe in any process),
+and returned as Figures so the lines can be read back before they are saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sweep.report.runs import CPU_SERIES, GPU_SERIES, MAP50, MAP50_95, History
+from sweep.report.table import FINISHED, time_unit
+from sweep.tracking import names
+
+MAX_RESOURCE_ROWS = 12
+SERIES_TITLES = {
+    names.GPU_MEMORY: "GPU memory used (MB, whole device)",
+    names.GPU_UTIL: "GPU utilisation (%)",
+    names.CPU_RSS: "CPU RSS (MB), CPU runs",
+    names.CPU_UTIL: "CPU utilisation (% of one core), CPU runs",
+}
+
+
+def row_colors(n: int) -> list:
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
+
+
+def epoch_curves(table: pd.DataFrame, histories: History) -> Figure:
+    """mAP50 and mAP50-95 per epoch; replicates as their mean with a ±1 std band."""
+    fig = Figure(figsize=(12, 4.8))
+    axes = fig.subplots(1, 2)
+    for ax, key in zip(axes, (MAP50, MAP50_95), strict=True):
+        for i, color in enumerate(row_colors(len(table))):
+            row = table.iloc[i]
+            runs = _series(histories, row["run_ids"], key)
+            if not runs:
+                continue
+            stacked = pd.concat(runs, axis=1)
+            mean = stacked.mean(axis=1)
+            marker = "o" if len(mean) <= 30 else None
+            style = _style(row["status"])
+            ax.plot(mean.index, mean.values, color=color, label=row["label"], marker=marker, ms=3, ls=style)
+            if len(runs) > 1:
+                std = stacked.std(axis=1).fillna(0)
+                ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+        ax.set(xlabel="epoch", ylabel=key, title=f"validation {key} per epoch")
+        _finish(ax)
+    _legend(fig, axes[0])
+    return fig
+
+
+def resource_runs(table: pd.DataFrame) -> dict[int, str]:
+    """Row position -> the run whose series the resource plot draws for it.
+
+    One run per row (replicates run alike), and all rows or MAX_RESOURCE_ROWS spread over the table:
+    dozens of overlapping time series read as noise, and their points are most of what a report reads.
+    """
+    n = len(table)
+    rows = (
+        range(n)
+        if n <= MAX_RESOURCE_ROWS
+        else {round(i * (n - 1) / (MAX_RESOURCE_ROWS - 1)) for i in range(MAX_RESOURCE_ROWS)}
+    )
+    return {i: table["run_ids"].iloc[i].split(",")[0] for i in sorted(rows)}
+
+
+def resource_curves(table: pd.DataFrame, histories: History) -> Figure:
+    """GPU memory and utilisation over training time; CPU RSS and utilisation for CPU runs."""
+    colors = row_colors(len(table))
+    drawn = resource_runs(table)
+
+    def has(run_id: str, keys: tuple[str, ...]) -> bool:
+        return any(_series(histories, run_id, key) for key in keys)
+
+    gpu = [i for i, run_id in drawn.items() if has(run_id, GPU_SERIES)]
+    cpu = [i for i, run_id in drawn.items() if i not in gpu and has(run_id, CPU_SERIES)]
+    panels = [(keys, chosen) for keys, chosen in ((GPU_SERIES, gpu), (CPU_SERIES, cpu)) if chosen]
+    fig = Figure(figsize=(12, 4.2 * max(1, len(panels))))
+    if not panels:
+        _empty(fig.subplots(), "no resource series logged")
+        return fig
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for (keys, chosen), line in zip(panels, axes, strict=True):
+        for key, ax in zip(keys, line, strict=True):
+            for i in chosen:
+                row = table.iloc[i]
+                for series in _series(histories, drawn[i], key):
+                    ax.plot(
+                        series.index, series.values, color=colors[i], label=row["label"], lw=1, ls=_style(row["status"])
+                    )
+            ax.set(xlabel="seconds since training start", ylabel=key, title=SERIES_TITLES[key])
+            _finish(ax)
+    if len(drawn) < len(table) or (table["n"] > 1).any():
+        fig.suptitle(f"{len(drawn)} of {len(table)} rows, one run each", fontsize=9, y=1.0)
+    _legend(fig, *axes[:, 0])
+    return fig
+
+
+def accuracy_vs_time(table: pd.DataFrame) -> Figure:
+    """Best mAP50-95 against training time, one point per row, named by its freeze (no legend).
+
+    Error bars: ±1 std over replicates.
+    """
+    fig = Figure(figsize=(7, 5.5))
+    ax = fig.subplots()
+    done = table[table["train_time_s"].notna() & table[MAP50_95].notna()]
+    if done.empty:
+        _empty(ax, "no finished variant yet")
+        return fig
+    unit, scale = time_unit(done["train_time_s"].max())
+    colors = row_colors(len(table))
+    for i in range(len(table)):
+        row = table.iloc[i]
+        if row.name not in done.index:
+            continue
+        x, y = row["train_time_s"] / scale, row[MAP50_95]
+        if row["n"] > 1:
+            xerr, yerr = row["train_time_s_std"] / scale, row[f"{MAP50_95}_std"]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colors[i], capsize=3, label=row["label"])
+        else:
+            ax.plot([x], [y], "o", color=colors[i], label=row["label"])
+        ax.annotate(row["freeze"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set(xlabel=f"training time ({unit})", ylabel=f"best {MAP50_95}", title="accuracy against training time")
+    _finish(ax)
+    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.1, top=0.92)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """PNG; grown to fit a legend outside the axes (fixed margins: constrained layout took twice as long)."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight" if fig.legends else None)
+    return path
+
+
+def _series(histories: History, run_ids: str, key: str) -> list[pd.Series]:
+    found = [histories.get(run_id, {}).get(key) for run_id in run_ids.split(",")]
+    return [s for s in found if s is not None and len(s)]
+
+
+def _style(status: str) -> str:
+    return "-" if status == FINISHED else "--"
+
+
+def _finish(ax: Axes) -> None:
+    ax.grid(alpha=0.3)
+
+
+def _legend(fig: Figure, *axes: Axes) -> None:
+    """One legend for the figure, right of the axes: each label once, in the order first drawn."""
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.92, wspace=0.22, hspace=0.35)
+    found: dict[str, Artist] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, handle)
+    labels, handles = list(found), list(found.values())
+    if handles:
+        small = len(labels) > 12
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.99, 0.92), fontsize=6 if small else 8)
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()

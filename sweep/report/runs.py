@@ -1,0 +1,242 @@
+"""Find sweeps in MLflow and load their variant runs into a DataFrame, one row per run.
+
+Runs are found only through the names in `sweep.tracking.names`. One `search_runs` per sweep
+returns every variant with its params, tags and latest metrics; that is all the table needs,
+because the figures it reports (`best/*`, `train_time_s`, the resource summaries) are each
+logged once. Metric histories are fetched only for the series the plots draw.
+
+Columns follow `mlflow.search_runs`: `run_id`, `status`, ..., `params.<name>`,
+`metrics.<name>`, `tags.<name>`; build them with `param()`, `metric()` and `tag()`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sweep.errors import ConfigError
+from sweep.tracking import names
+
+DEFAULT_EXPERIMENT = "freeze-sweep"
+SEARCH_PAGE = 1000  # MLflow's largest page for search_runs on every store
+MAX_POINTS = 10**9  # a bulk history read's row limit: no limit
+RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID)
+
+# Latest values the table reads; absent ones (GPU figures of a CPU run) become NaN columns.
+SUMMARY_METRICS = (
+    *names.BEST.values(),
+    names.TRAIN_TIME,
+    names.GPU_PEAK_ALLOCATED,
+    names.GPU_PEAK_RESERVED,
+    names.GPU_UTIL_MEAN,
+    names.CPU_PEAK_RSS,
+    names.CPU_UTIL_MEAN,
+)
+MAP50, MAP50_95 = names.EPOCH_METRICS[:2]
+EPOCH_SERIES = (MAP50, MAP50_95, names.EPOCH_TIME)  # step = epoch
+GPU_SERIES = (names.GPU_MEMORY, names.GPU_UTIL)  # step = seconds since training start
+CPU_SERIES = (names.CPU_RSS, names.CPU_UTIL)  # drawn for runs without GPU series
+RESOURCE_SERIES = (*GPU_SERIES, *CPU_SERIES)
+
+History = dict[str, dict[str, pd.Series]]  # run id -> metric name -> values indexed by step
+
+
+def param(name: str) -> str:
+    return f"params.{name}"
+
+
+def metric(name: str) -> str:
+    return f"metrics.{name}"
+
+
+def tag(name: str) -> str:
+    return f"tags.{name}"
+
+
+@dataclass(frozen=True)
+class SweepRef:
+    """A sweep as the report knows it: its parent run, and the folder it ran in (maybe elsewhere)."""
+
+    sweep_id: str
+    parent_run_id: str
+    experiment_id: str
+    sweep_dir: str | None
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """A client on an existing store: a missing SQLite file is an error, not a new empty store."""
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        raise ConfigError(
+            f"--tracking-uri {tracking_uri}: no MLflow database at {database}; run `freeze-sweep -m` first "
+            "or pass the store the sweep used"
+        )
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def find_sweeps(client: MlflowClient, experiment: str, sweep_ids: Sequence[str] = ()) -> list[SweepRef]:
+    """The named sweeps (the latest parent run of each id), or the latest sweep when none is named."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(
+            f"--experiment {experiment}: no such experiment at {client.tracking_uri}; "
+            "run `freeze-sweep -m` first or pass --experiment"
+        )
+    experiment_id = found.experiment_id
+    if not sweep_ids:
+        latest = _parents(client, experiment_id, max_results=1)
+        if not latest:
+            raise ConfigError(f"no sweep in experiment {experiment!r} at {client.tracking_uri}: run `freeze-sweep -m`")
+        return [_sweep_ref(latest[0])]
+    refs = []
+    for sweep_id in dict.fromkeys(sweep_ids):
+        if "'" in sweep_id or "`" in sweep_id:
+            raise ConfigError(f"--sweep {sweep_id}: a sweep id has no quotes; it is the sweep folder's name")
+        parents = _parents(client, experiment_id, sweep_id, max_results=1)
+        if not parents:
+            recent = ", ".join(r.data.tags.get(names.SWEEP_ID, "?") for r in _parents(client, experiment_id))
+            raise ConfigError(
+                f"--sweep {sweep_id}: unknown sweep in experiment {experiment!r}; recent sweeps: {recent or 'none'}"
+            )
+        refs.append(_sweep_ref(parents[0]))
+    return refs
+
+
+def sweep_of_parent(client: MlflowClient, parent_run_id: str) -> SweepRef:
+    try:
+        return _sweep_ref(client.get_run(parent_run_id))
+    except MlflowException:
+        raise ConfigError(f"no MLflow run {parent_run_id} at {client.tracking_uri}") from None
+
+
+def variant_runs(client: MlflowClient, sweep: SweepRef) -> list[Run]:
+    """The variant runs of one sweep: the children of its parent run, and the finished runs of
+    earlier sweeps that it reused instead of retraining (tagged `sweep.reused_by.<parent>`)."""
+    children = _search(client, [sweep.experiment_id], f"tags.`{names.PARENT_RUN_ID}` = '{sweep.parent_run_id}'")
+    reused_tag = f"{names.REUSED_BY}{sweep.parent_run_id}"
+    reused = _search(client, [sweep.experiment_id], f"tags.`{reused_tag}` = '{sweep.sweep_id}'")
+    return children + [run for run in reused if run.info.run_id not in {c.info.run_id for c in children}]
+
+
+def load_runs(client: MlflowClient, sweeps: Sequence[SweepRef]) -> pd.DataFrame:
+    """Every variant run of the sweeps, once each (a run shared by two sweeps is one replicate)."""
+    records = []
+    for sweep in sweeps:
+        runs = variant_runs(client, sweep)
+        if not runs:
+            raise ConfigError(
+                f"sweep {sweep.sweep_id}: no variant runs (parent run {sweep.parent_run_id}); "
+                "its jobs have not started or all failed before training"
+            )
+        records += [run_record(run, sweep) for run in runs]
+    frame = pd.DataFrame.from_records(records).drop_duplicates("run_id", ignore_index=True)
+    missing = [metric(m) for m in SUMMARY_METRICS if metric(m) not in frame]
+    return frame.assign(**dict.fromkeys(missing, math.nan))
+
+
+def run_record(run: Run, sweep: SweepRef) -> dict:
+    info, data = run.info, run.data
+    record = {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "status": info.status,
+        "start_time": info.start_time,
+        "sweep": sweep.sweep_id,
+        "parent_run_id": sweep.parent_run_id,
+    }
+    record.update({tag(k): data.tags[k] for k in RUN_TAGS if k in data.tags})
+    record.update({param(k): v for k, v in data.params.items()})
+    record.update({metric(k): v for k, v in data.metrics.items()})
+    return record
+
+
+def history_plan(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, list[str]]:
+    """Metric -> the runs that logged it (their latest metrics say so); CPU series only where no GPU series."""
+    plan: dict[str, list[str]] = {}
+    for record in frame.to_dict("records"):
+        has = [key for key in keys if _present(record.get(metric(key)))]
+        if set(has) & set(GPU_SERIES):
+            has = [key for key in has if key not in CPU_SERIES]
+        for key in has:
+            plan.setdefault(key, []).append(record["run_id"])
+    return plan
+
+
+def load_histories(
+    client: MlflowClient, frame: pd.DataFrame, keys: Sequence[str], into: History | None = None
+) -> History:
+    """Series of the runs in `frame`: one query per metric with a SQL store, else one call per run and metric."""
+    histories: History = {} if into is None else into
+    bulk = _bulk_history(client)
+    for key, run_ids in history_plan(frame, keys).items():
+        if bulk:
+            rows = [(m.run_id, m.step, m.value) for ids in _chunks(run_ids) for m in bulk(ids, key, MAX_POINTS)]
+        else:
+            rows = [(run_id, m.step, m.value) for run_id in run_ids for m in client.get_metric_history(run_id, key)]
+        points = pd.DataFrame.from_records(rows, columns=["run_id", "step", "value"])
+        for run_id, run_points in points.groupby("run_id", sort=False):
+            series = pd.Series(run_points["value"].to_numpy(float), index=run_points["step"].to_numpy(), name=key)
+            histories.setdefault(run_id, {})[key] = series.sort_index(kind="stable")
+    return histories
+
+
+def _bulk_history(client: MlflowClient) -> Callable | None:
+    """MLflow's SQL store reads one metric of many runs in one query (its UI server uses it), but no
+    public client call exposes that. Per-run calls cost a query each, and SQLite answers each by
+    scanning every row of that metric in the store: 25 ms a call on a store of 1,000 runs.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return getattr(store, "get_metric_history_bulk", None)
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    """SQLite caps the parameters of one query (999 before 3.32)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _parents(client: MlflowClient, experiment_id: str, sweep_id: str | None = None, max_results: int = 10) -> list[Run]:
+    query = f"tags.`{names.ROLE}` = '{names.ROLE_PARENT}'"
+    if sweep_id is not None:
+        query += f" and tags.`{names.SWEEP_ID}` = '{sweep_id}'"
+    return list(client.search_runs([experiment_id], query, max_results=max_results, order_by=["start_time DESC"]))
+
+
+def _search(client: MlflowClient, experiment_ids: Iterable[str], query: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(list(experiment_ids), query, max_results=SEARCH_PAGE, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def _sweep_ref(parent: Run) -> SweepRef:
+    tags = parent.data.tags
+    return SweepRef(
+        sweep_id=tags.get(names.SWEEP_ID, parent.info.run_id),
+        parent_run_id=parent.info.run_id,
+        experiment_id=parent.info.experiment_id,
+        sweep_dir=tags.get(names.SWEEP_DIR),
+    )

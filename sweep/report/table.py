@@ -1,0 +1,217 @@
+"""The comparison table: one row per configuration, sorted by the number of frozen layers.
+
+Blocks of rows per model (and per other setting that varies, shown in a `config` column), each
+sorted numerically by frozen layers.
+
+Runs that differ only in seed, device or dataloader workers are replicates of one configuration
+(the config hash leaves device and workers out too): their row shows mean ± std and n, also when
+they come from several sweeps. Unfinished runs get rows of their own, marked by status, so their
+partial numbers never mix into finished ones. Speedup and deltas compare a row with the finished
+unfrozen row (0 frozen layers) of the same configuration otherwise; without one they are n/a.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from sweep.report.runs import MAP50, MAP50_95, History, metric, param, tag
+from sweep.tracking import names
+
+FINISHED = "FINISHED"
+NA = "n/a"
+# Params that make runs replicates rather than different configurations.
+REPLICATE_PARAMS = (names.P_SEED, "train.device", "train.workers")
+IDENTITY_PARAMS = (names.P_MODEL, names.P_ARCH, names.P_WEIGHTS, names.P_DATA)  # plus every train.* param
+TRAIN_PREFIX = "train."
+
+# Table value -> the run column it aggregates (mean and std over the row's runs).
+VALUES = {
+    **{name: metric(names.BEST[name]) for name in names.EPOCH_METRICS},
+    "train_time_s": metric(names.TRAIN_TIME),
+    "epoch_time_s": "epoch_time_s",  # mean of the run's epoch times (train + val), from its history
+    "gpu_mem_mb": metric(names.GPU_PEAK_RESERVED),  # what the process held: what runs out first
+    "gpu_alloc_mb": metric(names.GPU_PEAK_ALLOCATED),
+    "gpu_util_pct": metric(names.GPU_UTIL_MEAN),
+    "cpu_rss_mb": metric(names.CPU_PEAK_RSS),
+    "cpu_util_pct": metric(names.CPU_UTIL_MEAN),
+}
+DELTAS = (MAP50, MAP50_95)
+STATUS_ORDER = {FINISHED: 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
+
+
+def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:
+    """The table, numeric: what the CSV holds and what `display` formats."""
+    of_run = [histories.get(run_id, {}) for run_id in frame["run_id"]]
+    runs = frame.assign(
+        frozen_layers=pd.to_numeric(_param(frame, names.P_FROZEN_LAYERS), errors="coerce"),
+        epochs_done=[len(h.get(MAP50, ())) for h in of_run],
+        epoch_time_s=[h[names.EPOCH_TIME].mean() if names.EPOCH_TIME in h else math.nan for h in of_run],
+    )
+    identity = [*IDENTITY_PARAMS, *sorted(_train_params(frame))]
+    runs["_base"] = _keys(runs, identity)
+    runs["_config"] = runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS)
+    model = _param(runs, names.P_MODEL)  # what varies with the model (arch, weights) is said by the model
+    varying = [p for p in identity if p != names.P_MODEL and _param(runs, p).groupby(model).nunique().gt(1).any()]
+    rows = [_aggregate(group, varying) for _, group in runs.groupby(["_config", "status"], sort=False)]
+    table = _against_unfrozen(pd.DataFrame(rows))
+    table["_order"] = table["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
+    table = table.sort_values(
+        ["model", "config", "frozen_layers", "_order", "freeze"], na_position="last", kind="stable"
+    )
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=[c for c in table.columns if c.startswith("_")])
+
+
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as printed and shown in the HTML page: formatted strings, n/a where missing."""
+    columns: dict[str, pd.Series] = {
+        "model": table["model"],
+        "freeze": table["freeze"],
+        "frozen layers": table["frozen_layers"].map(lambda v: _fmt(v, "{:.0f}")),
+        "trainable %": table["trainable_pct"].map(lambda v: _fmt(v, "{:.1f}")),
+        "status": table["status"],
+        "n": table["n"].astype(str),
+        **{name: _plus_minus(table, name, "{:.3f}") for name in names.EPOCH_METRICS},
+        "train time": _plus_minus(table, "train_time_s", duration=True),
+        "time/epoch": _plus_minus(table, "epoch_time_s", duration=True),
+        "speedup": table["speedup"].map(lambda v: _fmt(v, "{:.2f}x")),
+        "GPU mem (MB)": _plus_minus(table, "gpu_mem_mb", "{:,.0f}"),
+        "GPU util %": _plus_minus(table, "gpu_util_pct", "{:.0f}"),
+        **{f"Δ {name}": table[f"delta_{name}"].map(lambda v: _fmt(v, "{:+.3f}")) for name in DELTAS},
+        "Δ GPU mem": table["delta_gpu_mem_pct"].map(lambda v: _fmt(v, "{:+.0f}%")),
+        "config": table["config"],
+        "note": table["note"],
+    }
+    shown = pd.DataFrame(columns)
+    optional = [c for c in ("config", "note") if not shown[c].astype(bool).any()]
+    return shown.drop(columns=optional)
+
+
+def to_markdown(shown: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned."""
+    left = {"model", "freeze", "status", "config", "note"}
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join(":---" if c in left else "---:" for c in shown.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
+    first = group.iloc[0]
+    status = first["status"]
+    row = {
+        "label": "",
+        "model": _param(group, names.P_MODEL).iloc[0],
+        "freeze": ", ".join(dict.fromkeys(_param(group, names.P_FREEZE))),
+        "frozen_layers": first["frozen_layers"],
+        "trainable_pct": pd.to_numeric(_param(group, names.P_TRAINABLE_PCT), errors="coerce").mean(),
+        "status": status,
+        "n": len(group),
+        "config": " ".join(f"{p}={_param(group, p).iloc[0]}" for p in varying),
+        "note": _note(group, status),
+        "seeds": ",".join(dict.fromkeys(_param(group, names.P_SEED))),
+        "sweeps": ",".join(dict.fromkeys(group["sweep"])),
+        "run_ids": ",".join(group["run_id"]),
+        "_base": first["_base"],
+    }
+    for name, column in VALUES.items():
+        values = pd.to_numeric(group[column], errors="coerce")
+        row[name], row[f"{name}_std"] = values.mean(), values.std()
+    row["label"] = _label(row)
+    return row
+
+
+def _against_unfrozen(table: pd.DataFrame) -> pd.DataFrame:
+    unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0)]
+    base = unfrozen.drop_duplicates("_base").set_index("_base").reindex(table["_base"]).reset_index(drop=True)
+    table["speedup"] = base["train_time_s"] / table["train_time_s"]
+    for name in DELTAS:
+        table[f"delta_{name}"] = table[name] - base[name]
+    table["delta_gpu_mem_pct"] = 100 * (table["gpu_mem_mb"] / base["gpu_mem_mb"] - 1)
+    table["has_baseline"] = base["n"].notna()
+    return table
+
+
+def _note(group: pd.DataFrame, status: str) -> str:
+    if status == FINISHED:
+        return ""
+    errors = [
+        str(e).strip().splitlines()[0][:120] for e in group.get(tag(names.ERROR), pd.Series(dtype=object)).dropna()
+    ]
+    if errors:
+        return "; ".join(dict.fromkeys(errors))
+    if status == "RUNNING":
+        epochs = _param(group, names.P_EPOCHS).iloc[0] or "?"
+        return f"epoch {group['epochs_done'].max()}/{epochs}"
+    return ""
+
+
+def _label(row: dict) -> str:
+    """Short name for legends: freeze, and what else tells rows apart."""
+    label = f"{row['model']} freeze={row['freeze']}"
+    if row["config"]:
+        label += f" [{row['config']}]"
+    if row["n"] > 1:
+        label += f" (n={row['n']})"
+    if row["status"] != FINISHED:
+        label += f" {row['status']}"
+    return label
+
+
+def _plus_minus(table: pd.DataFrame, name: str, spec: str = "", duration: bool = False) -> pd.Series:
+    def one(mean: float, std: float) -> str:
+        if _missing(mean):
+            return NA
+        if duration:
+            return _duration(mean, std)
+        return spec.format(mean) + ("" if _missing(std) else " ± " + spec.format(std))
+
+    return pd.Series(
+        [one(m, s) for m, s in zip(table[name], table[f"{name}_std"], strict=True)], index=table.index, dtype=str
+    )
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    """s below 2 min, min below 2 h, else h."""
+    return ("s", 1.0) if seconds < 120 else ("min", 60.0) if seconds < 7200 else ("h", 3600.0)
+
+
+def _duration(seconds: float, std: float) -> str:
+    """One unit for the mean and its std."""
+    unit, scale = time_unit(seconds)
+    text = f"{seconds / scale:.1f}"
+    if not _missing(std):
+        text += f" ± {std / scale:.1f}"
+    return f"{text} {unit}"
+
+
+def _fmt(value: float, spec: str) -> str:
+    return NA if _missing(value) else spec.format(value)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _param(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A param column as strings ("" where a run lacks it)."""
+    column = param(name)
+    if column not in frame:
+        return pd.Series("", index=frame.index, dtype=str)
+    return frame[column].fillna("").astype(str)
+
+
+def _train_params(frame: pd.DataFrame) -> list[str]:
+    prefix = param(TRAIN_PREFIX)
+    found = [c[len(param("")) :] for c in frame.columns if c.startswith(prefix)]
+    return [p for p in found if p not in REPLICATE_PARAMS]
+
+
+def _keys(frame: pd.DataFrame, params: list[str]) -> pd.Series:
+    parts = [_param(frame, p) for p in params]
+    return pd.Series(["\x1f".join(values) for values in zip(*parts, strict=True)], index=frame.index, dtype=str)

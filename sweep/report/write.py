@@ -1,0 +1,162 @@
+"""Build a sweep's report and put it where it is looked for: a folder, and the sweep's parent run.
+
+`write_report` is what a multirun calls when it ends; the `freeze-sweep-report` command calls
+`make_report` and prints the table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from sweep.report import plots
+from sweep.report.html import render_page
+from sweep.report.runs import (
+    EPOCH_SERIES,
+    RESOURCE_SERIES,
+    SweepRef,
+    connect,
+    load_histories,
+    load_runs,
+    sqlite_path,
+    sweep_of_parent,
+)
+from sweep.report.table import FINISHED, csv_frame, display, summarize, to_markdown
+
+ARTIFACT_DIR = "report"  # in the parent run; a report over several sweeps goes under report/<their ids>
+MAX_NAME = 100
+log = logging.getLogger("sweep")
+
+
+@dataclass
+class Report:
+    title: str
+    out_dir: Path
+    markdown: str  # the table and its notes, as printed
+    table: pd.DataFrame  # numeric, one row per configuration (what report.csv holds)
+    files: list[Path]
+    logged_to: list[str] = field(default_factory=list)  # parent run ids that hold the files
+    warnings: list[str] = field(default_factory=list)
+
+
+def write_report(
+    client_or_uri: MlflowClient | str,
+    parent_run_ids: str | Sequence[str],
+    out_dir: Path | None = None,
+    log_artifacts: bool = True,
+) -> Path:
+    """Write the report of the sweep(s) with these parent runs; returns the folder it is in.
+
+    The folder defaults to `<sweep dir>/report` (the parent's `sweep.dir` tag), and the files are
+    logged under `report/` of the parent run, so the MLflow UI shows them. Raises
+    `sweep.errors.ConfigError` (one line) for an unknown parent run or a sweep with no variant run.
+    """
+    client = connect(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
+    ids = [parent_run_ids] if isinstance(parent_run_ids, str) else list(parent_run_ids)
+    sweeps = [sweep_of_parent(client, run_id) for run_id in ids]
+    return make_report(client, sweeps, out_dir, log_artifacts).out_dir
+
+
+def make_report(
+    client: MlflowClient, sweeps: Sequence[SweepRef], out_dir: Path | None = None, log_artifacts: bool = True
+) -> Report:
+    """Runs -> table -> plots -> files -> artifacts of the parent run(s); what the command prints is in it."""
+    frame = load_runs(client, sweeps)
+    histories = load_histories(client, frame, EPOCH_SERIES)
+    table = summarize(frame, histories)
+    drawn = frame["run_id"].isin(plots.resource_runs(table).values())
+    load_histories(client, frame[drawn], RESOURCE_SERIES, into=histories)
+    out = Path(out_dir) if out_dir else default_out_dir(client.tracking_uri, sweeps)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "map_curves": plots.epoch_curves(table, histories),
+        "resources": plots.resource_curves(table, histories),
+        "accuracy_vs_time": plots.accuracy_vs_time(table),
+    }
+    pngs = [plots.save(figure, out / f"{name}.png") for name, figure in figures.items()]
+    title = f"freeze-sweep report: {'sweep' if len(sweeps) == 1 else 'sweeps'} {', '.join(s.sweep_id for s in sweeps)}"
+    shown = display(table)
+    notes = table_notes(table)
+    markdown = "\n\n".join([to_markdown(shown), *(["\n".join(f"- {n}" for n in notes)] if notes else [])])
+    meta = {
+        "tracking URI": client.tracking_uri,
+        "parent runs": ", ".join(f"{s.parent_run_id} ({s.sweep_id})" for s in sweeps),
+        "runs": ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items()),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+    csv_frame(table).to_csv(out / "report.csv", index=False)
+    files = [
+        _write(out / "report.md", f"# {title}\n\n{markdown}\n"),
+        _write(out / "report.html", render_page(title, meta, shown, notes, pngs)),
+        out / "report.csv",
+        *pngs,
+    ]
+    report = Report(title, out, markdown, table, files)
+    if log_artifacts:
+        _log(client, sweeps, report)
+    return report
+
+
+def default_out_dir(tracking_uri: str, sweeps: Sequence[SweepRef]) -> Path:
+    """`<sweep dir>/report` for one sweep whose folder is here; else `<outputs>/reports/<ids>`.
+
+    `<outputs>` is the folder of a SQLite store (the project's `outputs/` by default), else
+    `./outputs`.
+    """
+    if len(sweeps) == 1 and sweeps[0].sweep_dir and Path(sweeps[0].sweep_dir).is_dir():
+        return Path(sweeps[0].sweep_dir) / ARTIFACT_DIR
+    database = sqlite_path(tracking_uri)
+    outputs = database.parent if database else Path.cwd() / "outputs"
+    return outputs / "reports" / report_name(sweeps)
+
+
+def report_name(sweeps: Sequence[SweepRef]) -> str:
+    name = "+".join(s.sweep_id for s in sweeps)
+    return name if len(name) <= MAX_NAME else f"{sweeps[0].sweep_id}+{len(sweeps) - 1}-more"
+
+
+def table_notes(table: pd.DataFrame) -> list[str]:
+    """What a reader needs to read the table right, only where it applies."""
+    notes = []
+    if (table["n"] > 1).any():
+        notes.append("n > 1: mean ± std over runs that differ only in seed, device or workers (replicates).")
+    no_base = table.loc[~table["has_baseline"], "label"].tolist()
+    if no_base:
+        notes.append(
+            "speedup and Δ are against the finished unfrozen variant (0 frozen layers) of the same configuration; "
+            f"n/a for rows without one: {', '.join(no_base)}."
+        )
+    if table["gpu_mem_mb"].isna().all():
+        notes.append("GPU columns n/a: no run logged GPU figures (CPU runs); see the resources plot for CPU RSS.")
+    unfinished = table.loc[table["status"] != FINISHED, "label"].tolist()
+    if unfinished:
+        notes.append(f"not finished, shown apart and without best metrics: {', '.join(unfinished)}.")
+    notes.append(
+        "train time: from the start of training to its end, final validation included; time/epoch: mean epoch "
+        "time (train + val); GPU mem: peak memory reserved by torch in the training process."
+    )
+    return notes
+
+
+def _log(client: MlflowClient, sweeps: Sequence[SweepRef], report: Report) -> None:
+    artifact_path = ARTIFACT_DIR if len(sweeps) == 1 else f"{ARTIFACT_DIR}/{report_name(sweeps)}"
+    for sweep in sweeps:
+        try:
+            for path in report.files:
+                client.log_artifact(sweep.parent_run_id, str(path), artifact_path)
+            report.logged_to.append(sweep.parent_run_id)
+        except Exception as error:  # the report on disk stands even when the artifact store fails
+            message = f"report not logged to parent run {sweep.parent_run_id}: {type(error).__name__}: {error}"
+            log.warning(message)
+            report.warnings.append(message)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

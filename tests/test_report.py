@@ -1,0 +1,365 @@
+"""The sweep report: MLflow runs -> table, plots, HTML, CSV, and artifacts of the parent run.
+
+Two kinds of store:
+- the real one the `tiny_sweep` fixture fills through the CLI (slow): what the report shows is
+  what MLflow holds;
+- small stores written here with MlflowClient (fast, a unit-level complement): failed, running
+  and replicate runs, GPU figures, pooled sweeps, and the errors a user can run into.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from sweep.report import runs, write_report
+from sweep.report.cli import main
+from sweep.report.plots import accuracy_vs_time, epoch_curves, resource_curves
+from sweep.report.runs import (
+    EPOCH_SERIES,
+    GPU_SERIES,
+    MAP50,
+    MAP50_95,
+    RESOURCE_SERIES,
+    connect,
+    find_sweeps,
+    load_histories,
+    load_runs,
+)
+from sweep.report.table import summarize
+from sweep.report.write import make_report
+from sweep.tracking import names
+from sweep.tracking.store import open_experiment, read_sweep_file
+from tests.conftest import Sweep, run_cli
+
+PNGS = ("map_curves.png", "resources.png", "accuracy_vs_time.png")
+REPORT_FILES = {"report.md", "report.csv", "report.html", *PNGS}
+
+
+# --- the real store of the tiny sweep -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_report_of_the_tiny_sweep_shows_what_mlflow_holds(tiny_sweep: Sweep) -> None:
+    result = run_cli(["--sweep", "tiny", "--tracking-uri", tiny_sweep.tracking_uri], tiny_sweep.root, "sweep.report")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tiny_sweep.sweep_dir / "report"  # the default: the parent's sweep.dir + /report
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| yolov8n-demo")]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "backbone", "all_but_head"]
+    assert [row.split("|")[3].strip() for row in rows] == ["0", "10", "22"]
+
+    client = MlflowClient(tiny_sweep.tracking_uri)
+    parent = read_sweep_file(tiny_sweep.sweep_dir)["parent_run_id"]
+    table = pd.read_csv(out / "report.csv")
+    assert len(table) == 3
+    for row in table.to_dict("records"):
+        run = client.get_run(row["run_ids"])
+        assert run.data.tags[names.PARENT_RUN_ID] == parent
+        metrics, params = run.data.metrics, run.data.params
+        assert row["frozen_layers"] == int(params[names.P_FROZEN_LAYERS])
+        assert row["trainable_pct"] == float(params[names.P_TRAINABLE_PCT])
+        assert row["freeze"] == params[names.P_FREEZE]
+        assert row["status"] == run.info.status == "FINISHED"
+        for name in names.EPOCH_METRICS:
+            assert row[name] == metrics[names.BEST[name]]
+        assert row["train_time_s"] == pytest.approx(metrics[names.TRAIN_TIME])
+        assert row["cpu_rss_mb"] == pytest.approx(metrics[names.CPU_PEAK_RSS])
+        assert len(client.get_metric_history(row["run_ids"], MAP50)) == int(params[names.P_EPOCHS])
+        epoch_times = [m.value for m in client.get_metric_history(row["run_ids"], names.EPOCH_TIME)]
+        assert row["epoch_time_s"] == pytest.approx(statistics.mean(epoch_times))
+        assert pd.isna(row["gpu_mem_mb"]) and pd.isna(row["gpu_util_pct"])  # a CPU sweep
+    assert table["speedup"].iloc[0] == 1.0
+    assert table["speedup"].iloc[2] == pytest.approx(table["train_time_s"].iloc[0] / table["train_time_s"].iloc[2])
+    assert all(row.split("|")[14].strip() == "n/a" for row in rows)  # GPU mem
+
+    for name in PNGS:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(PNGS)
+    assert "http" not in re.sub(r"data:image/png;base64,[^']+", "", page)  # self-contained
+    assert {a.path for a in client.list_artifacts(parent, "report")} == {f"report/{f}" for f in REPORT_FILES}
+
+
+@pytest.mark.slow
+def test_the_plots_of_the_tiny_sweep_draw_its_histories(tiny_sweep: Sweep) -> None:
+    client = connect(tiny_sweep.tracking_uri)
+    frame = load_runs(client, find_sweeps(client, "freeze-sweep", ["tiny"]))
+    histories = load_histories(client, frame, [*EPOCH_SERIES, *RESOURCE_SERIES])
+    table = summarize(frame, histories)
+
+    fig = epoch_curves(table, histories)
+    for ax, key in zip(fig.axes, (MAP50, MAP50_95), strict=True):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == list(table["label"])
+        for line, run_id in zip(lines, table["run_ids"], strict=True):
+            history = client.get_metric_history(run_id, key)
+            assert list(line.get_xdata()) == [m.step for m in history] == [1, 2]
+            assert list(line.get_ydata()) == [m.value for m in history]
+    resources = resource_curves(table, histories)
+    assert [ax.get_title() for ax in resources.axes[:2]] == [
+        "CPU RSS (MB), CPU runs",
+        "CPU utilisation (% of one core), CPU runs",
+    ]
+    assert len(resources.axes[0].get_lines()) == 3
+    ax = accuracy_vs_time(table).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == list(table["label"])
+    assert [list(line.get_xdata()) for line in ax.get_lines()] == [[t] for t in table["train_time_s"]]  # in s
+    assert [t.get_text() for t in ax.texts] == ["none", "backbone", "all_but_head"]
+
+
+# --- small stores written here --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('report-store') / 'mlflow.db'}"
+    open_experiment(uri, "freeze-sweep")  # the store created once, as a sweep does
+    return uri
+
+
+def new_sweep(uri: str, experiment: str, sweep_id: str) -> tuple[MlflowClient, str, str]:
+    """A parent run as `start_parent_run` makes it; returns the client, experiment id and parent id."""
+    client, experiment_id = open_experiment(uri, experiment)
+    tags = {names.SWEEP_ID: sweep_id, names.ROLE: names.ROLE_PARENT}
+    return client, experiment_id, client.create_run(experiment_id, tags=tags).info.run_id
+
+
+def add_variant(
+    client: MlflowClient,
+    experiment_id: str,
+    parent: str,
+    frozen: int,
+    *,
+    seed: int = 0,
+    status: str = "FINISHED",
+    best: float = 0.5,
+    train_time: float = 100.0,
+    gpu: bool = False,
+    error: str | None = None,
+    epochs: int = 3,
+    model: str = "yolov8n",
+    lr0: str = "0.01",
+) -> str:
+    """One variant run with the tags, params and metrics a real one has (fewer train args)."""
+    device = "0" if gpu else "cpu"
+    tags = {names.PARENT_RUN_ID: parent, names.ROLE: names.ROLE_VARIANT, names.DEVICE: device}
+    run_id = client.create_run(experiment_id, run_name=f"v-freeze-{frozen}-seed-{seed}", tags=tags).info.run_id
+    params = {
+        names.P_MODEL: model,
+        names.P_ARCH: f"{model}.yaml",
+        names.P_FREEZE: str(frozen),
+        names.P_FREEZE_LAYERS: ",".join(map(str, range(frozen))),
+        names.P_FROZEN_LAYERS: str(frozen),
+        names.P_TRAINABLE_PCT: f"{100 - 4 * frozen:.2f}",
+        names.P_SEED: str(seed),
+        names.P_EPOCHS: str(epochs),
+        "train.device": device,
+        "train.imgsz": "64",
+        "train.lr0": lr0,
+    }
+    done = epochs if status == "FINISHED" else epochs - 1
+    metrics = []
+    for epoch in range(1, done + 1):
+        values = {MAP50: best * epoch / epochs + 0.2, MAP50_95: best * epoch / epochs}
+        values[names.EPOCH_TIME] = train_time / epochs
+        metrics += [Metric(k, v, 0, epoch) for k, v in values.items()]
+    series = (names.GPU_MEMORY, names.GPU_UTIL) if gpu else (names.CPU_RSS, names.CPU_UTIL)
+    metrics += [Metric(k, 100.0 + second, 0, second) for second in range(5) for k in series]
+    if status == "FINISHED":
+        final = {names.BEST[MAP50]: best + 0.2, names.BEST[MAP50_95]: best, names.TRAIN_TIME: train_time}
+        final.update({names.BEST["precision"]: 0.7, names.BEST["recall"]: 0.6, names.CPU_PEAK_RSS: 900.0})
+        if gpu:
+            final.update({names.GPU_PEAK_RESERVED: 4000.0 - 100 * frozen, names.GPU_UTIL_MEAN: 80.0})
+        metrics += [Metric(k, v, 0, epochs) for k, v in final.items()]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    if error:
+        client.set_tag(run_id, names.ERROR, error)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+def test_replicates_are_pooled_unfinished_runs_marked_and_rows_sorted_by_layers(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "replicates", "s1")
+    add_variant(client, exp, parent, 22, status="FAILED", error="RuntimeError: boom\ntraceback line")
+    for seed, (best, seconds) in enumerate([(0.50, 100.0), (0.52, 110.0)]):
+        add_variant(client, exp, parent, 0, seed=seed, best=best, train_time=seconds)
+    for seed, (best, seconds) in enumerate([(0.45, 60.0), (0.47, 70.0)]):
+        add_variant(client, exp, parent, 10, seed=seed, best=best, train_time=seconds)
+    add_variant(client, exp, parent, 5, status="RUNNING")
+
+    report = make_report(client, find_sweeps(client, "replicates"), tmp_path, log_artifacts=False)
+    table = report.table.set_index("frozen_layers")
+    assert list(table.index) == [0, 5, 10, 22]  # numeric, although params are strings ("10" < "5")
+    assert list(table["status"]) == ["FINISHED", "RUNNING", "FINISHED", "FAILED"]
+    assert list(table["n"]) == [2, 1, 2, 1]
+    assert table.at[0, MAP50_95] == pytest.approx(0.51)
+    assert table.at[0, f"{MAP50_95}_std"] == pytest.approx(statistics.stdev([0.50, 0.52]))
+    assert table.at[10, "train_time_s"] == pytest.approx(65.0)
+    assert table.at[10, "speedup"] == pytest.approx(105.0 / 65.0)
+    assert table.at[10, f"delta_{MAP50_95}"] == pytest.approx(0.46 - 0.51)
+    assert table.at[22, "note"] == "RuntimeError: boom"
+    assert table.at[5, "note"] == "epoch 2/3"
+    assert pd.isna(table.at[22, MAP50_95]) and pd.isna(table.at[22, "speedup"])
+
+    lines = {line.split("|")[3].strip(): line for line in report.markdown.splitlines() if line.startswith("| yolov8n")}
+    assert "0.510 ± 0.014" in lines["0"] and "| 2 |" in lines["0"]
+    assert "FAILED" in lines["22"] and "RuntimeError: boom" in lines["22"] and "n/a" in lines["22"]
+    assert "RUNNING" in lines["5"]
+    assert "1.62x" in lines["10"]
+
+    histories = load_histories(client, load_runs(client, find_sweeps(client, "replicates")), EPOCH_SERIES)
+    fig = epoch_curves(report.table, histories)
+    first = fig.axes[1].get_lines()[0]
+    assert first.get_label() == "yolov8n freeze=0 (n=2)"
+    assert list(first.get_ydata()) == pytest.approx([0.51 / 3, 0.51 * 2 / 3, 0.51])  # mean of the replicates
+    assert fig.axes[1].collections  # the ±1 std band
+    assert fig.axes[1].get_lines()[-1].get_linestyle() == "--"  # the failed run, dashed
+
+
+def test_without_an_unfrozen_variant_speedup_and_deltas_are_na(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "no-baseline", "s1")
+    add_variant(client, exp, parent, 10)
+    add_variant(client, exp, parent, 22)
+    report = make_report(client, find_sweeps(client, "no-baseline"), tmp_path, log_artifacts=False)
+    assert report.table["speedup"].isna().all()
+    rows = [line for line in report.markdown.splitlines() if line.startswith("| yolov8n")]
+    assert all(line.split("|")[13].strip() == "n/a" for line in rows)  # speedup
+    assert "n/a for rows without one" in report.markdown
+
+
+def test_each_model_and_setting_has_its_own_block_and_baseline(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "models", "s1")
+    for model, seconds in (("yolov8s", 200.0), ("yolov8n", 100.0)):
+        for frozen in (10, 0):
+            add_variant(client, exp, parent, frozen, model=model, train_time=seconds / (1 + frozen / 10))
+    add_variant(client, exp, parent, 0, lr0="0.001", train_time=400.0)
+    table = make_report(client, find_sweeps(client, "models"), tmp_path, log_artifacts=False).table
+    assert list(zip(table["model"], table["frozen_layers"], table["config"], strict=True)) == [
+        ("yolov8n", 0, "train.lr0=0.001"),  # arch varies with the model only: not a setting of its own
+        ("yolov8n", 0, "train.lr0=0.01"),
+        ("yolov8n", 10, "train.lr0=0.01"),
+        ("yolov8s", 0, "train.lr0=0.01"),
+        ("yolov8s", 10, "train.lr0=0.01"),
+    ]
+    assert list(table["speedup"]) == pytest.approx([1.0, 1.0, 2.0, 1.0, 2.0])
+
+
+def test_gpu_figures_when_logged_na_when_not(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "gpu", "s1")
+    add_variant(client, exp, parent, 0, gpu=True)
+    add_variant(client, exp, parent, 10, gpu=True)
+    add_variant(client, exp, parent, 22)  # on the CPU: no GPU figures
+    frame = load_runs(client, find_sweeps(client, "gpu"))
+    histories = load_histories(client, frame, [*EPOCH_SERIES, *RESOURCE_SERIES])
+    table = summarize(frame, histories)
+    assert list(table["gpu_mem_mb"].iloc[:2]) == [4000.0, 3000.0]
+    assert table.at[1, "delta_gpu_mem_pct"] == pytest.approx(-25.0)
+    report = make_report(client, find_sweeps(client, "gpu"), tmp_path, log_artifacts=False)
+    cpu_row = [line for line in report.markdown.splitlines() if line.startswith("| yolov8n | 22 ")][0]
+    assert cpu_row.split("|")[14].strip() == "n/a"
+
+    fig = resource_curves(table, histories)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [
+        "GPU memory used (MB, whole device)",
+        "GPU utilisation (%)",
+        "CPU RSS (MB), CPU runs",
+        "CPU utilisation (% of one core), CPU runs",
+    ]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == list(table["label"].iloc[:2])
+    assert [line.get_label() for line in fig.axes[2].get_lines()] == [table["label"].iloc[2]]
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == list(table["label"])  # GPU and CPU rows
+
+
+def test_the_bulk_history_read_equals_the_per_run_calls(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQL stores answer one query per metric; any other store, one call per run (the public API)."""
+    client, exp, parent = new_sweep(store, "bulk", "s1")
+    for frozen in (0, 10):
+        add_variant(client, exp, parent, frozen, gpu=frozen == 0)
+    frame = load_runs(client, find_sweeps(client, "bulk"))
+    keys = [*EPOCH_SERIES, *RESOURCE_SERIES]
+    bulk = load_histories(client, frame, keys)
+    monkeypatch.setattr(runs, "_bulk_history", lambda client: None)
+    per_run = load_histories(client, frame, keys)
+    assert bulk.keys() == per_run.keys() and len(bulk) == 2
+    for run_id, series in bulk.items():
+        assert series.keys() == per_run[run_id].keys()
+        for key in series:
+            pd.testing.assert_series_equal(series[key], per_run[run_id][key])
+    gpu_run = frame.loc[frame[runs.param(names.P_FROZEN_LAYERS)] == "0", "run_id"].item()
+    assert set(bulk[gpu_run]) == {*EPOCH_SERIES, *GPU_SERIES}  # no CPU series fetched for a GPU run
+
+
+def test_several_sweeps_are_pooled_and_logged_to_each_parent(store: str, capsys: pytest.CaptureFixture) -> None:
+    client, exp, first = new_sweep(store, "pooled", "a")
+    add_variant(client, exp, first, 0, best=0.4)
+    add_variant(client, exp, first, 10)
+    client, exp, second = new_sweep(store, "pooled", "b")
+    add_variant(client, exp, second, 0, best=0.6)
+    add_variant(client, exp, second, 10)
+
+    assert main(["--tracking-uri", store, "--experiment", "pooled", "--sweep", "a", "--sweep", "b"]) == 0
+    out = Path(store.removeprefix("sqlite:///")).parent / "reports" / "a+b"
+    table = pd.read_csv(out / "report.csv")
+    assert list(table["n"]) == [2, 2] and table.at[0, MAP50_95] == pytest.approx(0.5)
+    assert list(table["sweeps"]) == ["a,b", "a,b"]
+    for parent in (first, second):
+        assert {a.path for a in client.list_artifacts(parent, "report/a+b")} == {
+            f"report/a+b/{f}" for f in REPORT_FILES
+        }
+    assert str(out / "report.html") in capsys.readouterr().out
+
+
+def test_the_latest_sweep_by_default_and_write_report_for_the_callback(store: str, tmp_path: Path) -> None:
+    client, exp, old = new_sweep(store, "latest", "old")
+    add_variant(client, exp, old, 0)
+    client, exp, new = new_sweep(store, "latest", "new")
+    sweep_dir = tmp_path / "multiruns" / "new"
+    sweep_dir.mkdir(parents=True)
+    client.set_tag(new, names.SWEEP_DIR, str(sweep_dir))
+    add_variant(client, exp, new, 0)
+    assert [s.parent_run_id for s in find_sweeps(client, "latest")] == [new]
+
+    assert write_report(store, new) == sweep_dir / "report"
+    assert REPORT_FILES <= {p.name for p in (sweep_dir / "report").iterdir()}
+    assert {a.path for a in client.list_artifacts(new, "report")} == {f"report/{f}" for f in REPORT_FILES}
+    page = (sweep_dir / "report" / "report.html").read_text()
+    png = page.split("src='data:image/png;base64,")[1].split("'")[0]
+    assert base64.b64decode(png).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sweep", "nope"], "--sweep nope: unknown sweep in experiment 'errors'; recent sweeps: empty"),
+        (["--sweep", "empty"], "sweep empty: no variant runs"),
+        (["--experiment", "missing"], "--experiment missing: no such experiment"),
+    ],
+)
+def test_unknown_or_empty_sweeps_exit_2_with_one_line(
+    store: str, args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    new_sweep(store, "errors", "empty")
+    assert main(["--tracking-uri", store, "--experiment", "errors", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("freeze-sweep-report: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_a_missing_store_is_reported_not_created(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    database = tmp_path / "outputs" / "mlflow.db"
+    assert main(["--tracking-uri", f"sqlite:///{database}"]) == 2
+    assert f"no MLflow database at {database}" in capsys.readouterr().err
+    assert not database.exists()
