@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -69,6 +70,8 @@ def test_kill_9_mid_variant_then_rerun_resumes_and_skips(tmp_path: Path, cache_r
         "yolov8n-demo-freeze-none",
     ]
     assert len({r.data.tags[names.CONFIG_HASH] for r in finished}) == 3
+    report = pd.read_csv(second.sweep_dir / "report" / "report.csv")  # the reused run is in it too
+    assert sorted(report["frozen_layers"]) == [0, 10, 22]
     for run in finished:
         for key in ("mAP50", "train/box_loss", names.EPOCH_TIME):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]

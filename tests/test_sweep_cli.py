@@ -37,6 +37,12 @@ def test_the_default_sweep_trains_the_three_presets(tiny_sweep: Sweep) -> None:
     assert "freeze=backbone -> layers 0..9 (10/23 frozen)" in tiny_sweep.result.stdout + tiny_sweep.result.stderr
 
 
+def test_the_multirun_writes_its_report_when_it_ends(tiny_sweep: Sweep) -> None:
+    assert f"report: {tiny_sweep.sweep_dir / 'report' / 'report.html'}" in tiny_sweep.result.stdout
+    table_rows = [line for line in tiny_sweep.result.stdout.splitlines() if line.startswith("| yolov8n-demo")]
+    assert len(table_rows) == 3
+
+
 @pytest.mark.parametrize(("job", "layers"), [(0, []), (1, list(range(10))), (2, list(range(22)))])
 def test_frozen_weights_and_bn_statistics_stay_at_the_base(tiny_sweep: Sweep, job: int, layers: list[int]) -> None:
     (base,) = tiny_sweep.root.glob("outputs/cache/demo-base-*/weights/best.pt")
