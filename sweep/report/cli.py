@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sweep.report.runs import connect, default_tracking_uri, find_sweeps
+    from sweep.report.runs import connect, find_sweeps
     from sweep.report.write import make_report
+    from sweep.tracking.store import default_tracking_uri
 
     try:
         client = connect(args.tracking_uri or default_tracking_uri())

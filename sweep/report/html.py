@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
 import pandas as pd
+
+from sweep.html_page import embedded_plots, page
+from sweep.html_page import escape as _e
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -28,14 +29,8 @@ def render_page(title: str, meta: dict[str, str], shown: pd.DataFrame, notes: li
     if notes:
         parts += ["<ul>", *[f"<li>{_e(note)}</li>" for note in notes], "</ul>"]
     parts.append("<h2>Plots</h2>")
-    for png in plots:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f"<h3>{_e(png.stem)}</h3><img alt='{_e(png.stem)}' src='data:image/png;base64,{data}'>")
-    body = "\n".join(parts)
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
-    )
+    parts += embedded_plots(plots)
+    return page(title, STYLE, parts)
 
 
 def _table(shown: pd.DataFrame) -> str:
@@ -47,7 +42,3 @@ def _table(shown: pd.DataFrame) -> str:
         )
         rows.append(f"<tr class='{_e(record.get('status', ''))}'>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)

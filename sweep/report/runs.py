@@ -12,7 +12,6 @@ Columns follow `mlflow.search_runs`: `run_id`, `status`, ..., `params.<name>`,
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +68,6 @@ class SweepRef:
     parent_run_id: str
     experiment_id: str
     sweep_dir: str | None
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

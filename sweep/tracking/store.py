@@ -7,6 +7,7 @@ store and the experiment are created here, before any job starts.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +21,12 @@ from sweep.tracking import names
 
 SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
+
+
+def default_tracking_uri() -> str:
+    """Where the report and compare commands look when not told: MLflow's env var, else the
+    store a sweep started in this folder writes to."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
 
 
 def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:

@@ -1,0 +1,159 @@
+"""Load ultralytics checkpoints, name their layers and check that they can be compared.
+
+A layer is one entry of `model.model` (the `model.<i>.` prefix that ultralytics' `freeze` uses),
+so frozen indices, weight changes and activation hooks all speak about the same thing.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+
+class CompareError(Exception):
+    """A problem the user can fix; the CLI prints it on one line and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of `model.model`, placed in the backbone, the neck or the head."""
+
+    index: int
+    kind: str  # module class, e.g. "Conv", "C2f", "Detect"
+    section: str  # "backbone", "neck" or "head"
+
+    @property
+    def name(self) -> str:
+        return f"model.{self.index} {self.kind}"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: FP32 model in eval mode plus what training recorded about it."""
+
+    label: str
+    path: Path
+    model: nn.Module
+    train_args: dict
+    frozen: frozenset[int]  # layer indices that did not train
+
+    @property
+    def layers(self) -> nn.Sequential:
+        return self.model.model
+
+    @property
+    def architecture(self) -> str:
+        """The model yaml the checkpoint was built from, e.g. 'yolov8s.yaml'."""
+        yaml = getattr(self.model, "yaml", None) or {}
+        return str(yaml.get("yaml_file") or type(self.model).__name__)
+
+
+def parse_freeze(freeze: object) -> frozenset[int]:
+    """Frozen layer indices in ultralytics' meaning: int N = layers 0..N-1, a list = those indices.
+
+    Also accepts the string forms found in MLflow params and on the command line: "10",
+    "0,1,2", "[0, 1, 2]", "" or "none".
+    """
+    if freeze is None or freeze is False:
+        return frozenset()
+    if isinstance(freeze, str):
+        text = freeze.strip()
+        if text.lower() in ("", "none", "null"):
+            return frozenset()
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as e:
+            raise CompareError(
+                f"cannot read freeze value {freeze!r}: expected an int N (layers 0..N-1), "
+                "a comma-separated list of layer indices or 'none'"
+            ) from e
+        return parse_freeze(value)
+    if isinstance(freeze, int):
+        return frozenset(range(freeze))
+    if isinstance(freeze, list | tuple | set | frozenset):
+        return frozenset(int(i) for i in freeze)
+    raise CompareError(f"cannot read freeze value {freeze!r}: expected an int or a list of layer indices")
+
+
+def load_checkpoint(path: Path, label: str, freeze: object = None) -> Checkpoint:
+    """Load a .pt file; `freeze` overrides the `freeze` train arg stored in the checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompareError(f"checkpoint not found: {path}")
+    if path.suffix != ".pt":
+        raise CompareError(f"{path} is not a .pt file: give ultralytics PyTorch checkpoints")
+    # Compare never downloads: keep ultralytics from fetching or installing anything.
+    os.environ.setdefault("YOLO_OFFLINE", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from ultralytics.nn.tasks import load_checkpoint as ultralytics_load
+
+    try:
+        model, ckpt = ultralytics_load(path)
+    except Exception as e:  # a user's file: any failure to unpickle it is the same one-line error
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CompareError(f"{path} is not an ultralytics checkpoint: {first_line}") from e
+    if not isinstance(getattr(model, "model", None), nn.Sequential):
+        raise CompareError(f"{path} holds no ultralytics layer sequence (model.model); cannot compare it")
+    train_args = dict(ckpt.get("train_args") or {})
+    frozen = parse_freeze(freeze if freeze is not None else train_args.get("freeze"))
+    return Checkpoint(label=label, path=path, model=model, train_args=train_args, frozen=frozen)
+
+
+def layer_table(checkpoint: Checkpoint) -> list[Layer]:
+    """Name every layer and place it: backbone = the yaml's backbone, head = last layer, neck = rest."""
+    n_backbone = len((getattr(checkpoint.model, "yaml", None) or {}).get("backbone", []))
+    last = len(checkpoint.layers) - 1
+    table = []
+    for i, module in enumerate(checkpoint.layers):
+        section = "head" if i == last else "backbone" if i < n_backbone else "neck"
+        table.append(Layer(index=i, kind=type(module).__name__, section=section))
+    return table
+
+
+def check_same_architecture(checkpoints: list[Checkpoint]) -> list[Layer]:
+    """Return the shared layer table, or raise a one-line CompareError.
+
+    Same architecture means the same layer classes in the same order and the same parameter
+    shapes outside the head: the head may differ (class count changed, re-initialised convs).
+    """
+    reference = checkpoints[0]
+    layers = layer_table(reference)
+    for other in checkpoints[1:]:
+        where = f"{reference.path} is {reference.architecture} and {other.path} is {other.architecture}"
+        kinds = [layer.kind for layer in layer_table(other)]
+        if kinds != [layer.kind for layer in layers]:
+            raise CompareError(
+                f"different architectures: {where} ({len(layers)} vs {len(kinds)} layers, "
+                "layer types differ); compare checkpoints of one architecture"
+            )
+        for layer in layers[:-1]:
+            shapes_ref = [p.shape for p in reference.layers[layer.index].parameters()]
+            shapes_other = [p.shape for p in other.layers[layer.index].parameters()]
+            if shapes_ref != shapes_other:
+                raise CompareError(
+                    f"different architectures: {where} (parameter shapes of {layer.name} differ, "
+                    "e.g. another model scale); compare checkpoints of one architecture"
+                )
+    return layers
+
+
+def label_for(path: Path) -> str:
+    """A short label: the file stem, or the ultralytics run folder for best.pt / last.pt."""
+    path = Path(path)
+    if path.stem in ("best", "last") and path.parent.name == "weights":
+        return path.parent.parent.name or path.stem
+    return path.stem
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Make labels distinct by appending -2, -3, ... to repeats, keeping their order."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out

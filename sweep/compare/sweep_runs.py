@@ -1,0 +1,120 @@
+"""Find a sweep's checkpoints in MLflow, and log a comparison back to the sweep's parent run.
+
+Runs are found only through the tags and params in `sweep.tracking.names`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep.compare.checkpoints import CompareError
+from sweep.tracking import names
+
+ARTIFACT_DIR = "compare"  # where the comparison goes in the parent run
+
+
+@dataclass
+class SweepVariant:
+    label: str
+    run_id: str
+    checkpoint: Path
+    freeze_layers: list[int] | None  # the resolved indices; None: not logged (use the checkpoint's train args)
+    data: str  # dataset yaml path
+
+
+@dataclass
+class SweepCheckpoints:
+    parent_run_id: str
+    base: Path | None  # the checkpoint all variants started from; None when trained from scratch
+    variants: list[SweepVariant]
+    skipped: list[str] = field(default_factory=list)  # variant runs that did not finish
+
+
+def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: Path) -> SweepCheckpoints:
+    """The finished variants of a sweep, their best.pt (downloaded when not on disk) and the base."""
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise CompareError(
+            f"no MLflow experiment {experiment!r} at {tracking_uri}; pass --experiment or --tracking-uri"
+        )
+    if "'" in sweep_id:
+        raise CompareError(f"invalid sweep id {sweep_id!r}: it may not contain quotes")
+    by_sweep = f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"
+    parents = client.search_runs([exp.experiment_id], f"{by_sweep} and tags.`{names.ROLE}` = '{names.ROLE_PARENT}'")
+    if not parents:
+        known = client.search_runs([exp.experiment_id], f"tags.`{names.ROLE}` = '{names.ROLE_PARENT}'", max_results=10)
+        listed = ", ".join(r.data.tags.get(names.SWEEP_ID, "?") for r in known) or "none"
+        raise CompareError(f"unknown sweep id {sweep_id!r} in experiment {experiment!r}; recent sweeps: {listed}")
+    runs = client.search_runs(
+        [exp.experiment_id], f"{by_sweep} and tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'", order_by=["start_time ASC"]
+    )
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    skipped = [f"{r.info.run_name or r.info.run_id} ({r.info.status})" for r in runs if r.info.status != "FINISHED"]
+    if not finished:
+        raise CompareError(f"sweep {sweep_id!r} has no finished variant runs (skipped: {', '.join(skipped) or 'none'})")
+    variants = [
+        SweepVariant(
+            label=r.info.run_name or r.info.run_id[:8],
+            run_id=r.info.run_id,
+            checkpoint=_best_pt(client, r, download_dir),
+            freeze_layers=_indices(r.data.params.get(names.P_FREEZE_LAYERS)),
+            data=r.data.params.get(names.P_DATA, ""),
+        )
+        for r in finished
+    ]
+    return SweepCheckpoints(parents[0].info.run_id, _shared_base(finished), variants, skipped)
+
+
+def log_to_parent(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
+    """Log every file of the comparison under `compare/` of the sweep's parent run."""
+    _client(tracking_uri).log_artifacts(parent_run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
+
+
+def _client(tracking_uri: str):
+    """An MlflowClient; a missing SQLite file is an error here, not a new empty store."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix) :]).is_file():
+        raise CompareError(f"no MLflow database at {tracking_uri[len(prefix) :]}; pass --tracking-uri")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _best_pt(client, run, download_dir: Path) -> Path:
+    """`<output_dir>/weights/best.pt`, else the run's `weights/best.pt` artifact."""
+    output_dir = run.data.tags.get(names.OUTPUT_DIR)
+    if output_dir and (Path(output_dir) / names.ARTIFACT_WEIGHTS).is_file():
+        return Path(output_dir) / names.ARTIFACT_WEIGHTS
+    target = download_dir / run.info.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run.info.run_id, names.ARTIFACT_WEIGHTS, str(target)))
+    except Exception as e:  # MLflow raises several types for a missing artifact
+        raise CompareError(
+            f"run {run.info.run_name or run.info.run_id}: no {names.ARTIFACT_WEIGHTS} under {output_dir!r} "
+            f"nor as an artifact ({type(e).__name__})"
+        ) from e
+
+
+def _indices(param: str | None) -> list[int] | None:
+    """The `freeze_layers` param, "0,1,2" ("" = none), as indices: "5" is layer 5, not layers 0-4."""
+    if param is None:
+        return None
+    try:
+        return [int(x) for x in param.split(",") if x.strip()]
+    except ValueError as e:
+        raise CompareError(f"cannot read param '{names.P_FREEZE_LAYERS}' = {param!r}: expected '0,1,2'") from e
+
+
+def _shared_base(runs) -> Path | None:
+    bases = sorted({r.data.params.get(names.P_WEIGHTS, "") for r in runs} - {""})
+    if len(bases) > 1:
+        raise CompareError(f"variants started from different checkpoints ({', '.join(bases)}); compare them by path")
+    if not bases:
+        return None
+    base = Path(bases[0])
+    if not base.is_file():
+        raise CompareError(f"base checkpoint {base} (param '{names.P_WEIGHTS}' of the variants) not found")
+    return base
