@@ -66,3 +66,15 @@ def test_cli_refuses_bad_input_before_anything_trains(tmp_path: Path, args: list
     assert message in result.stderr
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing recorded
     assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing trained
+
+
+def test_device_is_the_cpu_without_a_gpu_and_one_gpu_per_job_with_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sweep import variant
+
+    assert variant.resolve_device(None) == "cpu"  # this machine has no GPU
+    assert variant.resolve_device("0,1") == "0,1"  # an explicit value wins
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # faked: no GPU here
+    monkeypatch.setattr(variant, "_job_number", lambda: 6)
+    assert variant.resolve_device(None) == "2"  # job 6 of a parallel sweep on 4 GPUs
