@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from sweep.report.runs import find_sweeps  # noqa: E402
 from sweep.report.write import make_report  # noqa: E402
 from sweep.tracking import names  # noqa: E402
 from sweep.tracking.store import open_experiment  # noqa: E402
+from sweep.tracking.sweeps import find_sweeps  # noqa: E402
 
 EXPERIMENT = "freeze-sweep"
 BATCH = 1000  # MLflow's limit of metrics per log_batch

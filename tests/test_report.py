@@ -29,8 +29,6 @@ from sweep.report.runs import (
     MAP50,
     MAP50_95,
     RESOURCE_SERIES,
-    connect,
-    find_sweeps,
     load_histories,
     load_runs,
 )
@@ -38,6 +36,7 @@ from sweep.report.table import summarize
 from sweep.report.write import make_report
 from sweep.tracking import names
 from sweep.tracking.store import open_experiment, read_sweep_file
+from sweep.tracking.sweeps import connect, find_sweeps
 from tests.conftest import Sweep, run_cli
 
 PNGS = ("map_curves.png", "resources.png", "accuracy_vs_time.png")

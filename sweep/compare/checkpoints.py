@@ -7,14 +7,16 @@ so frozen indices, weight changes and activation hooks all speak about the same 
 from __future__ import annotations
 
 import ast
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
+from sweep.errors import ConfigError
+from sweep.freeze import architecture_of
 
-class CompareError(Exception):
+
+class CompareError(ConfigError):
     """A problem the user can fix; the CLI prints it on one line and exits with code 2."""
 
 
@@ -86,9 +88,6 @@ def load_checkpoint(path: Path, label: str, freeze: object = None) -> Checkpoint
         raise CompareError(f"checkpoint not found: {path}")
     if path.suffix != ".pt":
         raise CompareError(f"{path} is not a .pt file: give ultralytics PyTorch checkpoints")
-    # Compare never downloads: keep ultralytics from fetching or installing anything.
-    os.environ.setdefault("YOLO_OFFLINE", "true")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     from ultralytics.nn.tasks import load_checkpoint as ultralytics_load
 
     try:
@@ -104,12 +103,11 @@ def load_checkpoint(path: Path, label: str, freeze: object = None) -> Checkpoint
 
 
 def layer_table(checkpoint: Checkpoint) -> list[Layer]:
-    """Name every layer and place it: backbone = the yaml's backbone, head = last layer, neck = rest."""
-    n_backbone = len((getattr(checkpoint.model, "yaml", None) or {}).get("backbone", []))
-    last = len(checkpoint.layers) - 1
+    """Name every layer and place it as `freeze` presets do: the yaml's backbone, its head, the neck between."""
+    arch = architecture_of(checkpoint.model.yaml, checkpoint.label)
     table = []
     for i, module in enumerate(checkpoint.layers):
-        section = "head" if i == last else "backbone" if i < n_backbone else "neck"
+        section = "head" if i >= arch.head_index else "backbone" if i < arch.backbone_len else "neck"
         table.append(Layer(index=i, kind=type(module).__name__, section=section))
     return table
 

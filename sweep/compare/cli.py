@@ -21,6 +21,7 @@ from sweep.compare.images import find_images, pick, val_images
 from sweep.compare.report import write_report
 from sweep.compare.summary import summary_text
 from sweep.compare.sweep_runs import ARTIFACT_DIR, find_sweep, log_to_parent
+from sweep.errors import ConfigError
 from sweep.tracking.store import default_tracking_uri
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="freeze-sweep-compare-") as downloads:
             return _run(args, Path(downloads))
-    except CompareError as e:
+    except ConfigError as e:  # CompareError, and the shared store and sweep lookups
         print(f"freeze-sweep-compare: error: {e}", file=sys.stderr)
         return 2
 

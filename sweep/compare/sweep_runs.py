@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sweep.compare.checkpoints import CompareError
 from sweep.tracking import names
+from sweep.tracking.sweeps import connect, sweep_ref, variant_runs
 
 ARTIFACT_DIR = "compare"  # where the comparison goes in the parent run
 
@@ -33,7 +34,7 @@ class SweepCheckpoints:
 
 def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: Path) -> SweepCheckpoints:
     """The finished variants of a sweep, their best.pt (downloaded when not on disk) and the base."""
-    client = _client(tracking_uri)
+    client = connect(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise CompareError(
@@ -47,9 +48,8 @@ def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: 
         known = client.search_runs([exp.experiment_id], f"tags.`{names.ROLE}` = '{names.ROLE_PARENT}'", max_results=10)
         listed = ", ".join(r.data.tags.get(names.SWEEP_ID, "?") for r in known) or "none"
         raise CompareError(f"unknown sweep id {sweep_id!r} in experiment {experiment!r}; recent sweeps: {listed}")
-    runs = client.search_runs(
-        [exp.experiment_id], f"{by_sweep} and tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'", order_by=["start_time ASC"]
-    )
+    # The same runs the report shows: the sweep's own variants and the finished ones it reused.
+    runs = sorted(variant_runs(client, sweep_ref(parents[0])), key=lambda r: r.info.start_time)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     skipped = [f"{r.info.run_name or r.info.run_id} ({r.info.status})" for r in runs if r.info.status != "FINISHED"]
     if not finished:
@@ -69,17 +69,7 @@ def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: 
 
 def log_to_parent(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
     """Log every file of the comparison under `compare/` of the sweep's parent run."""
-    _client(tracking_uri).log_artifacts(parent_run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
-
-
-def _client(tracking_uri: str):
-    """An MlflowClient; a missing SQLite file is an error here, not a new empty store."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix) :]).is_file():
-        raise CompareError(f"no MLflow database at {tracking_uri[len(prefix) :]}; pass --tracking-uri")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
+    connect(tracking_uri).log_artifacts(parent_run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
 
 
 def _best_pt(client, run, download_dir: Path) -> Path:

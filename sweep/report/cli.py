@@ -20,7 +20,7 @@ PROG = "freeze-sweep-report"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sweep.report.runs import DEFAULT_EXPERIMENT
+    from sweep.tracking.sweeps import DEFAULT_EXPERIMENT
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sweep.report.runs import connect, find_sweeps
     from sweep.report.write import make_report
     from sweep.tracking.store import default_tracking_uri
+    from sweep.tracking.sweeps import connect, find_sweeps
 
     try:
         client = connect(args.tracking_uri or default_tracking_uri())

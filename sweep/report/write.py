@@ -17,17 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from sweep.report import plots
 from sweep.report.html import render_page
-from sweep.report.runs import (
-    EPOCH_SERIES,
-    RESOURCE_SERIES,
-    SweepRef,
-    connect,
-    load_histories,
-    load_runs,
-    sqlite_path,
-    sweep_of_parent,
-)
+from sweep.report.runs import EPOCH_SERIES, RESOURCE_SERIES, load_histories, load_runs
 from sweep.report.table import FINISHED, csv_frame, display, summarize, to_markdown
+from sweep.tracking.sweeps import SweepRef, connect, sqlite_path, sweep_of_parent
 
 ARTIFACT_DIR = "report"  # in the parent run; a report over several sweeps goes under report/<their ids>
 MAX_NAME = 100
