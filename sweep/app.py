@@ -44,15 +44,16 @@ def run_variant(cfg: DictConfig) -> dict:
     got part of the way (resume from its last checkpoint)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    spec = prepare(cfg)
-    log.info(describe(spec))
-    sweep_info = read_sweep_file(Path(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
-    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-    tags = {names.OUTPUT_DIR: str(job_dir / "train"), "mlflow.note.content": f"Hydra job folder: {job_dir}"}
-    if sweep_info:
-        tags.update({names.PARENT_RUN_ID: sweep_info["parent_run_id"], names.SWEEP_ID: sweep_info["sweep_id"]})
-    status = {"name": spec.run_name, "status": "RUNNING", "run_id": None}
-    try:
+    status = {"name": f"job {hc.job.get('num', 0)}", "status": "RUNNING", "run_id": None}
+    try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
+        spec = prepare(cfg)
+        status["name"] = spec.run_name
+        log.info(describe(spec))
+        sweep_info = read_sweep_file(Path(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
+        client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+        tags = {names.OUTPUT_DIR: str(job_dir / "train"), "mlflow.note.content": f"Hydra job folder: {job_dir}"}
+        if sweep_info:
+            tags.update({names.PARENT_RUN_ID: sweep_info["parent_run_id"], names.SWEEP_ID: sweep_info["sweep_id"]})
         previous = find_previous(client, experiment_id, spec.config_hash())
         if previous.finished and not cfg.sweep.rerun:
             log.info(

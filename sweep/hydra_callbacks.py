@@ -87,15 +87,17 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow.tracking import MlflowClient
 
+        from sweep.app import STATUS_FILE
+
         HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_file(sweep_dir)
         if info is None:
             return
-        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/variant.json"))]
-        finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"])
-        write_sweep_report(info["tracking_uri"], info["parent_run_id"], sweep_dir / "report")
+        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
         failed = [s for s in statuses if s.get("status") != "FINISHED"]
+        finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"], jobs_failed=bool(failed))
+        write_sweep_report(info["tracking_uri"], info["parent_run_id"], sweep_dir / "report")
         print(
             f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})"
         )

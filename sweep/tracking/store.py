@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
 from sweep.tracking import names
+from sweep.tracking.sweeps import sweep_of_parent, variant_runs
 
 SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
@@ -93,16 +94,12 @@ def read_sweep_file(sweep_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def finish_parent_run(client: MlflowClient, parent_run_id: str) -> list[str]:
-    """End the parent run as FAILED if any variant failed; returns the failed variants' names."""
-    children = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id],
-        filter_string=f"tags.`{names.PARENT_RUN_ID}` = '{parent_run_id}'",
-        max_results=10000,
-    )
-    failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
+def finish_parent_run(client: MlflowClient, parent_run_id: str, jobs_failed: bool) -> None:
+    """End the parent run FAILED if a job failed (even before its variant run existed) or a
+    variant run of the sweep did not finish, else FINISHED."""
+    runs = variant_runs(client, sweep_of_parent(client, parent_run_id))
+    failed = jobs_failed or any(run.info.status != "FINISHED" for run in runs)
     client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
-    return failed
 
 
 def git_commit() -> str | None:
