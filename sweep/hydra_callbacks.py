@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
@@ -42,8 +42,6 @@ def job_configs(config: DictConfig) -> list[DictConfig]:
     configs = []
     for overrides in expand_jobs(config):
         job_cfg = loader.load_sweep_config(config, overrides)
-        with open_dict(job_cfg):
-            job_cfg.hydra.runtime.output_dir = str(config.hydra.sweep.dir)
         HydraConfig.instance().set_config(job_cfg)  # lets ${hydra:...} resolve outside a job
         configs.append(job_cfg)
     return configs

@@ -31,12 +31,12 @@ def base_key(model_cfg: DictConfig) -> str:
 
 def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
     """Path of the cached base checkpoint, pretraining it first if it is not there yet."""
-    cache_dir = Path(cache_dir)
-    final = cache_dir / base_key(model_cfg) / "weights" / "best.pt"
+    cache_dir, key = Path(cache_dir), base_key(model_cfg)
+    final = cache_dir / key / "weights" / "best.pt"
     if final.exists():
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir / f"{base_key(model_cfg)}.lock")):
+    with FileLock(str(cache_dir / f"{key}.lock")):
         if final.exists():
             return final
         p = model_cfg.pretrain
@@ -46,7 +46,7 @@ def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
             model_cfg.arch,
             p.epochs,
         )
-        building = cache_dir / f"{base_key(model_cfg)}.building"
+        building = cache_dir / f"{key}.building"
         shutil.rmtree(building, ignore_errors=True)
         result = train(
             model_cfg.arch,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def ensure_dataset(spec: DemoDataSpec, cache_dir: Path) -> Path:
     data_yaml = root / "data.yaml"
     if data_yaml.exists():
         return data_yaml
-    tmp = root.with_name(f"{root.name}.tmp-{np.random.default_rng().integers(1 << 30)}")
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     rng = np.random.default_rng([spec.seed, list(TASKS).index(spec.task)])
     for split, n in (("train", spec.n_train), ("val", spec.n_val)):
         (tmp / "images" / split).mkdir(parents=True)
@@ -57,8 +59,6 @@ def ensure_dataset(spec: DemoDataSpec, cache_dir: Path) -> Path:
     try:
         tmp.rename(root)  # atomic: a parallel job that lost the race just uses the winner's copy
     except OSError:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return data_yaml
 

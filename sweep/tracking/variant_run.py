@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -102,7 +102,7 @@ class VariantRun:
             **tags,
         }
         run = client.create_run(experiment_id, run_name=spec.run_name, tags=all_tags)
-        client.log_batch(run.info.run_id, params=_params(variant_params(spec)))
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in variant_params(spec).items()])
         return cls(client, run.info.run_id, spec, tracking)
 
     @classmethod
@@ -225,9 +225,3 @@ class VariantRun:
         best = save_dir / "weights" / "best.pt"
         if log_weights and best.is_file():
             self.client.log_artifact(self.run_id, str(best), "weights")
-
-
-def _params(params: dict[str, str]):
-    from mlflow.entities import Param
-
-    return [Param(k, v) for k, v in params.items()]
