@@ -65,3 +65,17 @@ def test_gpu_run_reports_peaks_and_utilisation(monkeypatch: pytest.MonkeyPatch) 
     assert summary[names.GPU_UTIL_MEAN] == pytest.approx(50) and summary[names.GPU_UTIL_MAX] == 80
     assert [m[names.GPU_UTIL] for m in samples] == [20, 80, 50]
     assert all(m[names.GPU_MEMORY] == pytest.approx(1234) for m in samples)
+
+
+def test_cpu_utilisation_counts_child_processes() -> None:
+    """Dataloader workers are child processes: their CPU time belongs to the variant."""
+    import subprocess
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with ResourceMonitor("cpu", interval_s=0.2) as monitor:
+            time.sleep(1.5)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert max(monitor.cpu_util) > 50  # the busy child alone uses most of a core

@@ -50,6 +50,7 @@ class ResourceMonitor:
         self._thread = threading.Thread(target=self._loop, name="freeze-sweep-resources", daemon=True)
         self._process = psutil.Process()
         self._handles: list = []
+        self._known: dict[int, psutil.Process] = {}
 
     def __enter__(self) -> ResourceMonitor:
         if self._gpus:
@@ -79,14 +80,17 @@ class ResourceMonitor:
     def _sample_cpu(self) -> dict[str, float]:
         processes = [self._process, *self._children()]
         rss = sum(_safe(lambda p=p: p.memory_info().rss, 0) for p in processes) / 2**20
-        cpu = _safe(lambda: self._process.cpu_percent(None), 0.0)
-        cpu += sum(_safe(lambda p=p: p.cpu_percent(None), 0.0) for p in processes[1:])
+        cpu = sum(_safe(lambda p=p: p.cpu_percent(None), 0.0) for p in processes)
         self.peak_rss_mb = max(self.peak_rss_mb, rss)
         self.cpu_util.append(cpu)
         return {names.CPU_RSS: rss, names.CPU_UTIL: cpu}
 
     def _children(self) -> list[psutil.Process]:
-        return _safe(lambda: self._process.children(recursive=True), [])
+        """Dataloader workers, the same Process objects from sample to sample: psutil measures
+        CPU use between two calls on one object, so a fresh object would always read 0."""
+        current = _safe(lambda: self._process.children(recursive=True), [])
+        self._known = {p.pid: self._known.get(p.pid, p) for p in current}
+        return list(self._known.values())
 
     def _open_nvml(self) -> list:
         try:
