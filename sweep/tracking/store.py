@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
 from sweep.tracking import names
-from sweep.tracking.sweeps import sweep_of_parent, variant_runs
+from sweep.tracking.sweeps import sqlite_path, sweep_of_parent, variant_runs
 
 SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
@@ -38,8 +38,8 @@ def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """
     check_reachable(uri)
     artifacts = None
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///"))
+    database = sqlite_path(uri)
+    if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (database.parent / "mlartifacts").as_uri()
     client = MlflowClient(tracking_uri=uri)
@@ -109,7 +109,9 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def _version(package: str) -> str:
