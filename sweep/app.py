@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO
 from sweep.cli_check import check_group_choices
@@ -78,7 +78,7 @@ def run_variant(cfg: DictConfig) -> dict:
                 run.callbacks(),
                 resume=resuming,
             )
-            run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights)
+            run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
         status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
         return status
     except BaseException as error:
@@ -86,6 +86,19 @@ def run_variant(cfg: DictConfig) -> dict:
         raise
     finally:
         (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
+
+
+def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
+    """The job's config with every interpolation resolved, plus what the variant resolved to."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["resolved"] = {
+        "freeze_layers": list(spec.freeze_layers),
+        "checkpoint": str(spec.checkpoint or ""),
+        "data_yaml": str(spec.data.yaml),
+        "device": spec.train_args["device"],
+        "config_hash": spec.config_hash(),
+    }
+    return OmegaConf.to_yaml(resolved)
 
 
 def open_variant_run(

@@ -88,6 +88,9 @@ def test_artifacts_of_each_variant(tiny_sweep: Sweep) -> None:
         assert {"results.csv", "train.log", "freeze-sweep.log", "config", "plots", "weights"} <= top
         config = {a.path for a in client.list_artifacts(child.info.run_id, "config")}
         assert "config/config.yaml" in config
+        resolved = Path(client.download_artifacts(child.info.run_id, "config/resolved.yaml")).read_text()
+        assert "${" not in resolved and f"uri: {tiny_sweep.tracking_uri}" in resolved
+        assert f"config_hash: {child.data.tags[names.CONFIG_HASH]}" in resolved
         plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
         assert "plots/results.png" in plots
         assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == [names.ARTIFACT_WEIGHTS]

@@ -209,8 +209,10 @@ class VariantRun:
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         return False
 
-    def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool) -> None:
-        """Config, results.csv, ultralytics plots, the variant's log, and best.pt."""
+    def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool, resolved_config: str) -> None:
+        """Config (Hydra's as composed, and resolved), results.csv, ultralytics plots, the
+        variant's log, and best.pt."""
+        self.client.log_text(self.run_id, resolved_config, "config/resolved.yaml")
         files = [
             save_dir / "args.yaml",
             save_dir / "results.csv",
