@@ -68,7 +68,7 @@ def variant(client, experiment_id, parent, sweep_id, frozen, seed, epochs, sampl
         names.P_WEIGHTS: "/weights/yolov5mu.pt",
         names.P_DATA: "VOC.yaml",
         names.P_FREEZE: str(frozen),
-        names.P_FREEZE_LAYERS: ",".join(map(str, range(frozen))),
+        names.P_FREEZE_LAYERS: names.freeze_layers_param(range(frozen)),
         names.P_FROZEN_LAYERS: str(frozen),
         names.P_NUM_LAYERS: "25",
         names.P_TRAINABLE_PCT: f"{trainable:.2f}",

@@ -335,9 +335,9 @@ def sweep_store(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path) -> 
     upload.parent.mkdir()
     shutil.copy(checkpoints["freeze22"], upload)
     for name, output_dir, freeze_layers, status in (
-        ("f10", on_disk, "0,1,2,3,4,5,6,7,8,9", "FINISHED"),
-        ("f22", tmp_path / "runs" / "gone", ",".join(map(str, range(22))), "FINISHED"),
-        ("broken", tmp_path / "runs" / "broken", "", "FAILED"),
+        ("f10", on_disk, names.freeze_layers_param(range(10)), "FINISHED"),
+        ("f22", tmp_path / "runs" / "gone", names.freeze_layers_param(range(22)), "FINISHED"),
+        ("broken", tmp_path / "runs" / "broken", "[]", "FAILED"),
     ):
         tags = {
             names.SWEEP_ID: "s1",

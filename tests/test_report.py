@@ -158,7 +158,7 @@ def add_variant(
         names.P_MODEL: model,
         names.P_ARCH: f"{model}.yaml",
         names.P_FREEZE: str(frozen),
-        names.P_FREEZE_LAYERS: ",".join(map(str, range(frozen))),
+        names.P_FREEZE_LAYERS: names.freeze_layers_param(range(frozen)),
         names.P_FROZEN_LAYERS: str(frozen),
         names.P_TRAINABLE_PCT: f"{100 - 4 * frozen:.2f}",
         names.P_SEED: str(seed),

@@ -45,7 +45,7 @@ def test_params_describe_the_resolved_variant_not_ultralytics_args(tiny_sweep: S
     _, _, children = sweep_runs(tiny_sweep)
     backbone = children[1].data.params
     assert backbone[names.P_FREEZE] == "backbone"
-    assert backbone[names.P_FREEZE_LAYERS] == "0,1,2,3,4,5,6,7,8,9"
+    assert backbone[names.P_FREEZE_LAYERS] == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
     assert backbone[names.P_FROZEN_LAYERS] == "10"
     total, trainable, frozen = (
         int(backbone[k]) for k in (names.P_PARAMS_TOTAL, names.P_PARAMS_TRAINABLE, names.P_PARAMS_FROZEN)

@@ -89,13 +89,11 @@ def _best_pt(client, run, download_dir: Path) -> Path:
 
 
 def _indices(param: str | None) -> list[int] | None:
-    """The `freeze_layers` param, "0,1,2" ("" = none), as indices: "5" is layer 5, not layers 0-4."""
-    if param is None:
-        return None
+    """The `freeze_layers` param as indices, in the one format the sweep writes (a JSON list)."""
     try:
-        return [int(x) for x in param.split(",") if x.strip()]
+        return names.parse_freeze_layers(param)
     except ValueError as e:
-        raise CompareError(f"cannot read param '{names.P_FREEZE_LAYERS}' = {param!r}: expected '0,1,2'") from e
+        raise CompareError(f"cannot read param '{names.P_FREEZE_LAYERS}' = {param!r}: expected a JSON list") from e
 
 
 def _shared_base(runs) -> Path | None:

@@ -4,6 +4,8 @@ The report and the network comparison find runs through these tags and params on
 rename here is the one place to change.
 """
 
+import json
+
 # Tags on every run of a sweep.
 SWEEP_ID = "sweep.id"
 ROLE = "sweep.role"  # "parent" or "variant"
@@ -30,7 +32,7 @@ P_ARCH = "arch"  # architecture yaml
 P_WEIGHTS = "weights"  # absolute path of the checkpoint the variant started from ("" = scratch)
 P_DATA = "data"
 P_FREEZE = "freeze"  # as given: "backbone", "10", "[0, 1, 2]"
-P_FREEZE_LAYERS = "freeze_layers"  # resolved indices, comma separated ("" = none)
+P_FREEZE_LAYERS = "freeze_layers"  # resolved indices as a JSON list ("[]" = none): see freeze_layers_param
 P_FROZEN_LAYERS = "frozen_layers"  # how many layers are frozen
 P_NUM_LAYERS = "num_layers"
 P_PARAMS_TOTAL = "params_total"
@@ -66,3 +68,18 @@ CPU_RSS = "cpu/rss_mb"  # time series
 
 # Artifact paths inside a variant run.
 ARTIFACT_WEIGHTS = "weights/best.pt"
+
+
+def freeze_layers_param(layers) -> str:
+    """The one written form of the frozen layer indices: a JSON list, so "[5]" is layer 5 only."""
+    return json.dumps([int(i) for i in layers])
+
+
+def parse_freeze_layers(text: str | None) -> list[int] | None:
+    """Read what `freeze_layers_param` wrote; None when the param is absent. Raises ValueError."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in value):
+        raise ValueError(f"{P_FREEZE_LAYERS}={text!r} is not a JSON list of layer indices")
+    return value

@@ -63,7 +63,7 @@ def variant_params(spec: VariantSpec) -> dict[str, str]:
         "data_name": spec.data.name,
         "nc": spec.data.nc,
         names.P_FREEZE: spec.freeze_label,
-        names.P_FREEZE_LAYERS: ",".join(map(str, spec.freeze_layers)),
+        names.P_FREEZE_LAYERS: names.freeze_layers_param(spec.freeze_layers),
         names.P_FROZEN_LAYERS: len(spec.freeze_layers),
         names.P_NUM_LAYERS: spec.architecture.num_layers,
         names.P_PARAMS_TOTAL: p.total,
