@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -21,9 +20,11 @@ from sweep.tracking import names
 from sweep.tracking.previous_runs import PreviousRuns, find_previous, mark_reused, supersede
 from sweep.tracking.store import open_experiment, read_sweep_file
 from sweep.tracking.variant_run import VariantRun, failure_message
+from sweep.train_defaults import register as register_train_defaults
 from sweep.training import train
 from sweep.variant import VariantSpec, build_variant, describe
 
+register_train_defaults()
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 STATUS_FILE = "variant.json"  # in each job folder: read by the sweep's end-of-run summary
 log = logging.getLogger("sweep")
@@ -35,7 +36,7 @@ def prepare(cfg: DictConfig) -> VariantSpec:
     if spec.weights == DEMO:
         from sweep.demo.base import ensure_base
 
-        spec = replace(spec, checkpoint=ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"]))
+        ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"])
     return spec
 
 

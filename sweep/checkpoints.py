@@ -5,6 +5,8 @@ missing one stops with one line before anything trains.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 from sweep.errors import ConfigError
@@ -65,3 +67,22 @@ def model_yaml_of(checkpoint: Path) -> dict:
     except Exception as error:  # a truncated or foreign file: say which one
         raise ConfigError(f"model.weights={checkpoint}: not a readable ultralytics checkpoint ({error})") from None
     return dict(model.yaml)
+
+
+def checkpoint_identity(path: Path) -> str:
+    """A checkpoint's content hash: a file replaced under the same name is another experiment."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
+    return f"sha256:{file_sha256(Path(path))[:16]}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,6 +5,7 @@ Hydra's own message for an unknown option spans several lines; a user gets one l
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -18,6 +19,18 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+def check_train_key(key: str) -> None:
+    """`train.mosiac=0` gets one line with the closest ultralytics argument, not Hydra's struct error."""
+    from sweep.train_defaults import train_defaults
+
+    known = train_defaults()
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean train.{close[0]}? " if close else ""
+    raise ConfigError(f"train.{key} is not an ultralytics training argument: {hint}(see `yolo cfg`)")
+
+
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:
     """Raise ConfigError for `model=foo` (or `-m model=a,foo`) when conf/model/foo.yaml is missing."""
     if any(arg.startswith(("--config-dir", "-cd", "--config-path", "-cp")) for arg in argv):
@@ -29,6 +42,9 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
         return  # Hydra reports syntax errors itself
     for override in overrides:
         group = override.key_or_group
+        if group.startswith("train.") and not override.is_add() and not override.is_force_add():
+            check_train_key(group.removeprefix("train."))
+            continue
         if group not in CHECKED_GROUPS or override.is_delete() or override.value() is None:
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.checkpoints import DEMO, model_yaml_of, resolve_checkpoint
+from sweep.checkpoints import DEMO, checkpoint_identity, model_yaml_of, resolve_checkpoint
 from sweep.dataset_checks import check_dataset_files
 from sweep.datasets import DataInfo, resolve_data
 from sweep.errors import ConfigError
@@ -26,8 +26,7 @@ from sweep.freeze import (
     resolve_freeze,
 )
 
-POSITIVE_TRAIN_KEYS = ("epochs", "imgsz", "batch")
-OWN_TRAIN_KEYS = ("device", "extra")  # resolved or merged by us, not passed as they are
+POSITIVE_TRAIN_KEYS = ("epochs", "imgsz")
 
 
 @dataclass(frozen=True)
@@ -51,34 +50,44 @@ class VariantSpec:
 
     @property
     def run_name(self) -> str:
-        return f"{self.model_name}-freeze-{self.freeze_label}"
+        """What differs first, so the runs table shows it: `backbone 10/23 · yolov8n-demo`."""
+        frozen = f"{len(self.freeze_layers)}/{self.architecture.num_layers}"
+        label = "" if isinstance(self.freeze, int) else f"{self.freeze_label} "
+        return f"{label}{frozen} · {self.model_name}"
 
     def config_hash(self) -> str:
         """Identity of the experiment: what it starts from, trains on, freezes and how it trains."""
         identity = {
             "arch": self.arch,
             "weights": self.weights,
-            "checkpoint": _file_identity(self.checkpoint),
+            "checkpoint": self._checkpoint_identity(),
             "data": str(self.data.yaml),
             "freeze_layers": list(self.freeze_layers),
             "train": {k: v for k, v in self.train_args.items() if k not in ("device", "workers")},
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
-def _file_identity(path: Path | None) -> str:
-    if path is None:
-        return ""
-    stat = path.stat()
-    return f"{path.name}:{stat.st_size}"
+    def _checkpoint_identity(self) -> str:
+        """The checkpoint's content; the demo base's cache key (its config) before it is built."""
+        if self.checkpoint is None:
+            return ""
+        if self.weights == DEMO:
+            return self.checkpoint.parent.parent.name
+        return checkpoint_identity(self.checkpoint)
 
 
 def build_variant(cfg: DictConfig) -> VariantSpec:
     """Validate and resolve a composed config. Raises ConfigError with one line on bad input."""
     train_args = resolve_train_args(cfg.train)
     weights = "" if cfg.model.weights is None else str(cfg.model.weights)
-    checkpoint = None if weights == DEMO else resolve_checkpoint(weights)
-    model_yaml = model_yaml_of(checkpoint) if checkpoint else _load_arch_yaml(cfg.model.arch)
+    if weights == DEMO:  # built after validation, at a path known now
+        from sweep.demo.base import base_checkpoint
+
+        checkpoint = base_checkpoint(cfg.model, Path(cfg.paths.cache_dir))
+        model_yaml = _load_arch_yaml(cfg.model.arch)
+    else:
+        checkpoint = resolve_checkpoint(weights)
+        model_yaml = model_yaml_of(checkpoint) if checkpoint else _load_arch_yaml(cfg.model.arch)
     architecture = architecture_of(model_yaml, cfg.model.name)
     data = resolve_data(cfg.data, Path(cfg.paths.cache_dir))
     check_dataset_files(data)
@@ -103,16 +112,59 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
 
 
 def resolve_train_args(train_cfg: DictConfig) -> dict:
-    train = OmegaConf.to_container(train_cfg, resolve=True)
+    """The ultralytics train arguments, checked as the trainer would check them, device resolved."""
+    args = OmegaConf.to_container(train_cfg, resolve=True)
     for key in POSITIVE_TRAIN_KEYS:
-        value = train[key]
+        value = args[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"train.{key}={value!r} is not valid: use a positive integer")
-    args = {k: v for k, v in train.items() if k not in OWN_TRAIN_KEYS}
-    args.update(train.get("extra") or {})
-    check_ultralytics_args(args)
-    args["device"] = resolve_device(train["device"])
+    check_batch(args["batch"])
+    check_ultralytics_args({k: v for k, v in args.items() if k != "device"})
+    check_optimizer(args["optimizer"])
+    args["device"] = resolve_device(args["device"])
+    check_device(args["device"])
     return args
+
+
+def check_batch(batch: object) -> None:
+    """ultralytics takes a batch size, -1 for AutoBatch, or a fraction of GPU memory in (0, 1)."""
+    if isinstance(batch, bool) or not (
+        (isinstance(batch, int) and (batch > 0 or batch == -1)) or (isinstance(batch, float) and 0 < batch < 1)
+    ):
+        raise ConfigError(
+            f"train.batch={batch!r} is not valid: use a positive integer, -1 (AutoBatch) or a GPU memory fraction in (0, 1)"
+        )
+
+
+def check_optimizer(name: object) -> None:
+    """The trainer's own optimizer check (its `build_optimizer`), run on a one-layer model now
+    rather than after the dataset is loaded."""
+    if str(name).lower() == "auto":
+        return
+    from types import SimpleNamespace
+
+    from torch import nn
+    from ultralytics.engine.trainer import BaseTrainer
+
+    try:
+        BaseTrainer.build_optimizer(SimpleNamespace(args=None, data={}), nn.Conv2d(1, 1, 1), name=str(name))
+    except NotImplementedError as error:
+        raise ConfigError(f"train.optimizer={name}: {str(error).splitlines()[0]}") from None
+
+
+def check_device(device: str) -> None:
+    """ultralytics' own device check: a GPU that is not there fails now, not when training starts."""
+    from ultralytics.utils.torch_utils import select_device
+
+    try:
+        select_device(device, verbose=False)
+    except ValueError as error:
+        import torch
+
+        available = ", ".join(["cpu", *map(str, range(torch.cuda.device_count()))])
+        raise ConfigError(
+            f"train.device={device}: {str(error).splitlines()[0]} (available here: {available})"
+        ) from None
 
 
 def check_ultralytics_args(args: dict) -> None:

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
+import tempfile
 
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+# Before anything imports ultralytics (test modules are collected after this file): never
+# download, never touch the user's ultralytics settings.
+os.environ["YOLO_OFFLINE"] = "true"
+os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="freeze-sweep-tests-yolo-")
 
-from sweep.app import CONF_DIR
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sweep.app import CONF_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Tiny but real: the demo base is pretrained for 1 epoch, every variant trains 2 epochs at 64 px.
 TINY = [
-    "model.pretrain.epochs=1",
-    "model.pretrain.n_train=16",
-    "model.pretrain.n_val=8",
-    "model.pretrain.imgsz=64",
-    "model.pretrain.batch=8",
+    "model.pretrain.train.epochs=1",
+    "model.pretrain.train.imgsz=64",
+    "model.pretrain.train.batch=8",
+    "model.pretrain.train.workers=0",
+    "model.pretrain.data.n_train=16",
+    "model.pretrain.data.n_val=8",
+    "model.pretrain.data.imgsz=64",
     "data.n_train=16",
     "data.n_val=8",
     "data.imgsz=64",
@@ -40,13 +49,6 @@ def compose_config(root: Path, overrides: list[str], shrink: bool = True) -> Dic
     """The real composed config, as a job would see it, with outputs under `root`."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=[f"paths.root_dir={root}", *(TINY if shrink else []), *overrides])
-
-
-@pytest.fixture(scope="session", autouse=True)
-def offline_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Never download, never touch the user's ultralytics settings."""
-    os.environ["YOLO_OFFLINE"] = "true"
-    os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
 
 
 def run_cli(

@@ -22,6 +22,6 @@ def test_submitit_jobs_log_under_the_sweeps_parent_run(tmp_path: Path, cache_roo
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_PARENT]
     children = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_VARIANT]
-    assert sorted(r.info.run_name for r in children) == ["yolov8n-demo-freeze-0", "yolov8n-demo-freeze-10"]
+    assert sorted(r.info.run_name for r in children) == ["0/23 · yolov8n-demo", "10/23 · yolov8n-demo"]
     assert all(r.data.tags[names.PARENT_RUN_ID] == parent.info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in [parent, *children])

@@ -54,20 +54,20 @@ def test_kill_9_mid_variant_then_rerun_resumes_and_skips(tmp_path: Path, cache_r
     process.wait()
     assert results.is_file(), "the sweep never reached the second variant"
     killed = {r.info.run_name: r.info.status for r in variant_runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")}
-    assert killed["yolov8n-demo-freeze-none"] == "FINISHED" and killed["yolov8n-demo-freeze-backbone"] == "RUNNING"
+    assert killed["none 0/23 · yolov8n-demo"] == "FINISHED" and killed["backbone 10/23 · yolov8n-demo"] == "RUNNING"
 
     second = run_sweep(tmp_path, cache_root, [f"train.epochs={EPOCHS}"], name="second")
     assert second.result.returncode == 0, second.result.stderr[-3000:]
     output = second.result.stdout + second.result.stderr
-    assert "Skipping yolov8n-demo-freeze-none" in output
-    assert "Resuming yolov8n-demo-freeze-backbone" in output
+    assert "Skipping none 0/23 · yolov8n-demo" in output
+    assert "Resuming backbone 10/23 · yolov8n-demo" in output
 
     client = MlflowClient(second.tracking_uri)
     finished = [r for r in variant_runs(second.tracking_uri) if r.info.status == "FINISHED"]
     assert sorted(r.info.run_name for r in finished) == [
-        "yolov8n-demo-freeze-all_but_head",
-        "yolov8n-demo-freeze-backbone",
-        "yolov8n-demo-freeze-none",
+        "all_but_head 22/23 · yolov8n-demo",
+        "backbone 10/23 · yolov8n-demo",
+        "none 0/23 · yolov8n-demo",
     ]
     assert len({r.data.tags[names.CONFIG_HASH] for r in finished}) == 3
     report = pd.read_csv(second.sweep_dir / "report" / "report.csv")  # the reused run is in it too
@@ -83,7 +83,7 @@ def test_rerun_true_retrains_instead_of_skipping(tiny_sweep, cache_root: Path, t
     shutil.copytree(tiny_sweep.root / "outputs", tmp_path / "outputs", ignore=shutil.ignore_patterns("multiruns"))
     again = run_sweep(tmp_path, cache_root, ["freeze=none", "sweep.rerun=true"], name="again")
     assert again.result.returncode == 0, again.result.stderr[-2000:]
-    runs = [r for r in variant_runs(again.tracking_uri) if r.info.run_name == "yolov8n-demo-freeze-none"]
+    runs = [r for r in variant_runs(again.tracking_uri) if r.info.run_name == "none 0/23 · yolov8n-demo"]
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
 
 

@@ -27,9 +27,9 @@ def variant_dirs(sweep: Sweep) -> list[Path]:
 def test_the_default_sweep_trains_the_three_presets(tiny_sweep: Sweep) -> None:
     statuses = [json.loads((d / "variant.json").read_text()) for d in variant_dirs(tiny_sweep)]
     assert [s["name"] for s in statuses] == [
-        "yolov8n-demo-freeze-none",
-        "yolov8n-demo-freeze-backbone",
-        "yolov8n-demo-freeze-all_but_head",
+        "none 0/23 · yolov8n-demo",
+        "backbone 10/23 · yolov8n-demo",
+        "all_but_head 22/23 · yolov8n-demo",
     ]
     assert all(s["status"] == "FINISHED" for s in statuses)
     assert all((d / "train" / "weights" / "best.pt").is_file() for d in variant_dirs(tiny_sweep))

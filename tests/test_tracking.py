@@ -34,9 +34,9 @@ def test_one_parent_three_children_and_no_stray_experiment(tiny_sweep: Sweep) ->
     assert parent.data.tags["versions.ultralytics"][0].isdigit()
     assert all(c.data.tags[names.PARENT_RUN_ID] == parent.info.run_id for c in children)
     assert [c.info.run_name for c in children] == [
-        "yolov8n-demo-freeze-none",
-        "yolov8n-demo-freeze-backbone",
-        "yolov8n-demo-freeze-all_but_head",
+        "none 0/23 · yolov8n-demo",
+        "backbone 10/23 · yolov8n-demo",
+        "all_but_head 22/23 · yolov8n-demo",
     ]
     assert not (ROOT / "mlruns").exists() and not (tiny_sweep.root / "mlruns").exists()
 
@@ -103,7 +103,7 @@ def test_a_crashing_variant_is_failed_with_its_partial_metrics(tmp_path: Path, c
     sweep = run_sweep(tmp_path, cache_root, [], env=env_fault)
     assert sweep.result.returncode != 0
     assert "2/3 variants finished" in sweep.result.stdout
-    assert "FAILED yolov8n-demo-freeze-backbone: OutOfMemoryError" in sweep.result.stdout
+    assert "FAILED backbone 10/23 · yolov8n-demo: OutOfMemoryError" in sweep.result.stdout
     assert "hint: out of memory: try a smaller train.batch" in sweep.result.stdout
     client, parents, children = sweep_runs(sweep)
     assert [c.info.status for c in children] == ["FINISHED", "FAILED", "FINISHED"]

@@ -19,7 +19,7 @@ def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> Non
     assert spec.data.nc == 3
     assert spec.train_args["device"] == "cpu"
     assert "layers 0..2 (3/23 frozen)" in describe(spec)
-    assert spec.run_name == "yolov8n-demo-freeze-[0,1,2]"
+    assert spec.run_name == "[0,1,2] 3/23 · yolov8n-demo"
 
 
 @pytest.mark.parametrize(
@@ -31,10 +31,18 @@ def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> Non
         (["freeze=23"], "freeze=23 leaves no trainable parameter in yolov8n-demo"),
         (["train.epochs=0"], "train.epochs=0 is not valid: use a positive integer"),
         (["train.imgsz=-32"], "train.imgsz=-32 is not valid: use a positive integer"),
-        (["train.batch=0"], "train.batch=0 is not valid: use a positive integer"),
+        (["train.batch=0"], "train.batch=0 is not valid: use a positive integer, -1 (AutoBatch)"),
+        (["train.batch=1.5"], "train.batch=1.5 is not valid"),
+        (
+            ["train.optimizer=Adamm"],
+            "train.optimizer=Adamm: Optimizer 'Adamm' not found in list of available optimizers",
+        ),
+        (["train.device=cuda:7"], "train.device=cuda:7: Invalid CUDA 'device=7' requested"),
+        (["train.device=3"], "(available here: cpu"),
+        (["train.lr0=fast"], "train: "),
         (["model.weights=/nowhere/best.pt"], "model.weights=/nowhere/best.pt: no such file"),
         (["model.weights=yolov8s.pt"], "checkpoint yolov8s.pt is not on disk and there is no internet"),
-        (["data.yaml=/nowhere/data.yaml"], "data=demo (/nowhere/data.yaml)"),
+        (["data.yaml=/nowhere/data.yaml"], "data.yaml=/nowhere/data.yaml (/nowhere/data.yaml)"),
     ],
 )
 def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], message: str) -> None:
@@ -47,7 +55,7 @@ def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], mes
 def test_a_dataset_that_is_not_on_disk_offline_is_one_clear_line(cache_root: Path) -> None:
     with pytest.raises(ConfigError) as error:
         build_variant(compose_config(cache_root, ["data=voc", "train.device=cpu"], shrink=False))
-    assert str(error.value).startswith("data=voc (VOC.yaml): Dataset 'VOC.yaml' images not found")
+    assert str(error.value).startswith("data.yaml=VOC.yaml (VOC.yaml): Dataset 'VOC.yaml' images not found")
     assert "offline" in str(error.value) and "\n" not in str(error.value)
 
 
@@ -58,6 +66,7 @@ def test_a_dataset_that_is_not_on_disk_offline_is_one_clear_line(cache_root: Pat
         (["freeze=-1"], "freeze=-1 is negative"),
         (["-m", "model=nonexistent"], "model=nonexistent is not a model option: use one of demo,"),
         (["data=nowhere"], "data=nowhere is not a data option: use one of coco128, demo, voc"),
+        (["train.mosiac=0"], "train.mosiac is not an ultralytics training argument: did you mean train.mosaic?"),
     ],
 )
 def test_cli_refuses_bad_input_before_anything_trains(tmp_path: Path, args: list[str], message: str) -> None:
@@ -68,12 +77,24 @@ def test_cli_refuses_bad_input_before_anything_trains(tmp_path: Path, args: list
     assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing trained
 
 
-def test_device_is_the_cpu_without_a_gpu_and_one_gpu_per_job_with_several(monkeypatch: pytest.MonkeyPatch) -> None:
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(cuda_available(), reason="asserts the CPU is chosen on a machine without a GPU")
+def test_device_is_the_cpu_without_a_gpu() -> None:
+    from sweep import variant
+
+    assert variant.resolve_device(None) == "cpu"
+
+
+def test_device_one_gpu_per_job_with_several(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from sweep import variant
 
-    assert variant.resolve_device(None) == "cpu"  # this machine has no GPU
     assert variant.resolve_device("0,1") == "0,1"  # an explicit value wins
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # faked: no GPU here
     monkeypatch.setattr(variant, "_job_number", lambda: 6)

@@ -1,7 +1,9 @@
 """The demo's base model: YOLOv8n pretrained on the generated source task.
 
-Built on first use and cached under the cache folder keyed by its config, so later sweeps (and
-every variant of a sweep) reuse it. A file lock lets parallel jobs wait for one build.
+Its cache path is a function of its config alone (`base_checkpoint`), so a variant that starts
+from it is fully resolved, config hash included, before the base exists. It is built on first
+use, once (a file lock makes parallel jobs wait for one build), and its content hash is recorded
+then and checked before every use: a damaged file is rebuilt, never silently reused.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from pathlib import Path
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.checkpoints import file_sha256
 from sweep.demo.data import DemoDataSpec, ensure_dataset
 from sweep.training import train
 
 log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"  # beside weights/: the content hash recorded when the base was built
 
 
 def base_key(model_cfg: DictConfig) -> str:
+    """Everything the base depends on: architecture, source data and every pretraining argument."""
     pretrain = OmegaConf.to_container(model_cfg.pretrain, resolve=True)
     blob = json.dumps(
         {"arch": model_cfg.arch, "pretrain": pretrain, "data": _source_spec(model_cfg).key()}, sort_keys=True
@@ -29,51 +34,56 @@ def base_key(model_cfg: DictConfig) -> str:
     return f"demo-base-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
+def base_checkpoint(model_cfg: DictConfig, cache_dir: Path) -> Path:
+    """Where the base checkpoint is (or will be once built)."""
+    return Path(cache_dir) / base_key(model_cfg) / "weights" / "best.pt"
+
+
+def is_intact(checkpoint: Path) -> bool:
+    """The file is the one that was built: same content hash as recorded at build time."""
+    manifest = checkpoint.parent.parent / MANIFEST
+    if not checkpoint.is_file() or not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text())["sha256"] == file_sha256(checkpoint)
+    except (ValueError, KeyError, OSError):
+        return False
+
+
 def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
-    """Path of the cached base checkpoint, pretraining it first if it is not there yet."""
-    cache_dir, key = Path(cache_dir), base_key(model_cfg)
-    final = cache_dir / key / "weights" / "best.pt"
-    if final.exists():
+    """Path of the intact cached base checkpoint, pretraining it first if needed."""
+    final = base_checkpoint(model_cfg, cache_dir)
+    if is_intact(final):
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir / f"{key}.lock")):
-        if final.exists():
+    folder = final.parent.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.with_suffix(".lock"))):
+        if is_intact(final):
             return final
-        p = model_cfg.pretrain
-        data = ensure_dataset(_source_spec(model_cfg), cache_dir)
-        log.info(
-            "Pretraining the demo base (%s, %d epochs on the source task); cached for later sweeps",
-            model_cfg.arch,
-            p.epochs,
-        )
-        building = cache_dir / f"{key}.building"
-        shutil.rmtree(building, ignore_errors=True)
-        result = train(
-            model_cfg.arch,
-            data,
-            building,
-            freeze=[],
-            args=dict(
-                epochs=p.epochs,
-                imgsz=p.imgsz,
-                batch=p.batch,
-                seed=p.seed,
-                device=device,
-                optimizer="SGD",
-                lr0=0.01,
-                warmup_epochs=1.0,
-                nbs=p.batch,
-                deterministic=True,
-                val=False,
-                plots=False,
-                workers=2,
-            ),
-        )
-        log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
-        building.rename(final.parent.parent)
+        if folder.exists():
+            log.warning("The cached demo base %s is damaged (content hash differs); rebuilding it", final)
+            shutil.rmtree(folder)
+        _build(model_cfg, Path(cache_dir), folder, device)
     return final
 
 
+def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str) -> None:
+    args = OmegaConf.to_container(model_cfg.pretrain.train, resolve=True)
+    data = ensure_dataset(_source_spec(model_cfg), cache_dir)
+    log.info(
+        "Pretraining the demo base (%s, %d epochs on the source task); cached for later sweeps",
+        model_cfg.arch,
+        args["epochs"],
+    )
+    building = folder.with_name(f"{folder.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device})
+    best = building / "weights" / "best.pt"
+    (building / MANIFEST).write_text(json.dumps({"sha256": file_sha256(best), "key": folder.name}, indent=2))
+    log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
+    building.rename(folder)
+
+
 def _source_spec(model_cfg: DictConfig) -> DemoDataSpec:
-    p = model_cfg.pretrain
-    return DemoDataSpec("source", p.n_train, p.n_val, p.imgsz, p.seed)
+    d = model_cfg.pretrain.data
+    return DemoDataSpec("source", d.n_train, d.n_val, d.imgsz, d.seed)
