@@ -7,9 +7,9 @@ After: end the parent run, summarise, and exit non-zero if a variant failed.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
-from sweep.tracking.store import finish_parent_run, open_experiment, read_sweep_file, start_parent_run, write_sweep_file
+from sweep.tracking import lifecycle
+from sweep.tracking.credentials import redact
+from sweep.tracking.store import first_line, open_experiment, sweep_tags
 
 log = logging.getLogger("sweep")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -48,11 +50,15 @@ def job_configs(config: DictConfig) -> list[DictConfig]:
 
 
 class SweepCallback(Callback):
+    """Hydra turns any Exception raised in a callback into a warning and goes on: every failure
+    here is turned into one line and a non-zero exit instead."""
+
+    def __init__(self) -> None:
+        self._heartbeat: lifecycle.Heartbeat | None = None
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        try:
+        with exit_on_failure():
             self._start(config)
-        except ConfigError as error:
-            exit_with(error)
 
     def _start(self, config: DictConfig) -> None:
         from sweep.variant import build_variant
@@ -65,6 +71,7 @@ class SweepCallback(Callback):
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
         first = jobs[0] if jobs else config
         client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
+        lifecycle.close_stale_runs(client, [experiment_id])
         for job, spec in zip(jobs, specs, strict=True):
             if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
                 from sweep.demo.base import ensure_base
@@ -72,37 +79,66 @@ class SweepCallback(Callback):
                 ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"])
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-        parent = start_parent_run(client, experiment_id, sweep_id, sweep_dir, overrides)
-        write_sweep_file(sweep_dir, first.tracking.uri, experiment_id, sweep_id, parent)
+        parent = lifecycle.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
+        info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent)
+        info.write(sweep_dir)
+        lifecycle.set_active_sweep(client, info)
+        self._heartbeat = lifecycle.Heartbeat(client, [parent]).__enter__()
         log.info(
             "Sweep %s: MLflow parent run %s in experiment '%s' (%s)",
             sweep_id,
             parent,
             first.tracking.experiment,
-            first.tracking.uri,
+            redact(client.tracking_uri),
         )
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """Hydra has just saved the job's config: no credentials may stay in those files."""
+        output_dir = Path(config.hydra.runtime.output_dir)
+        for path in [*output_dir.glob(".hydra/*.yaml"), *output_dir.parent.glob("multirun.yaml")]:
+            text = path.read_text()
+            if redact(text) != text:
+                path.write_text(redact(text))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow.tracking import MlflowClient
 
-        from sweep.app import STATUS_FILE
-
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(None, None, None)
         HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
-        info = read_sweep_file(sweep_dir)
+        info = lifecycle.SweepInfo.read(sweep_dir)
         if info is None:
             return
-        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
-        failed = [s for s in statuses if s.get("status") != "FINISHED"]
-        finish_parent_run(MlflowClient(info["tracking_uri"]), info["parent_run_id"], jobs_failed=bool(failed))
-        write_sweep_report(info["tracking_uri"], info["parent_run_id"], sweep_dir / "report")
+        statuses = lifecycle.read_statuses(sweep_dir)
+        failed = [s for s in statuses if s.get("status") not in ("FINISHED", "HELD")]
+        with exit_on_failure("the sweep's parent run could not be finished"):
+            lifecycle.finish_parent_run(MlflowClient(info.tracking_uri), info, jobs_failed=bool(failed))
+        lifecycle.set_active_sweep(None, None)
+        write_sweep_report(info.tracking_uri, info.parent_run_id, sweep_dir / "report")
         print(
-            f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info['sweep_id']}, {sweep_dir})"
+            f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info.sweep_id}, {sweep_dir})"
         )
+        for status in statuses:
+            if status.get("status") == "HELD":
+                print(f"  HELD {status.get('name', '?')}: run {status.get('held_by')} of another sweep is training it")
         for status in failed:
             print(f"  FAILED {status.get('name', '?')}: {status.get('error', 'unknown error')}")
         if failed:
             sys.exit(1)
+
+
+@contextmanager
+def exit_on_failure(what: str = ""):
+    """One line and a non-zero exit for any failure (SystemExit passes Hydra's callback runner)."""
+    try:
+        yield
+    except ConfigError as error:
+        exit_with(error)
+    except Exception as error:
+        prefix = f"{what}: " if what else ""
+        print(f"freeze-sweep: error: {prefix}{type(error).__name__}: {first_line(error)}", file=sys.stderr)
+        sys.exit(1)
 
 
 def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
@@ -112,7 +148,7 @@ def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> 
     try:
         report_dir = write_report(tracking_uri, parent_run_id, out_dir=out_dir)
     except Exception as error:
-        log.warning("report not written: %s", error)
+        log.warning("report not written: %s", first_line(error))
         return
     print((report_dir / "report.md").read_text())
     print(f"report: {report_dir / 'report.html'} (also in the MLflow UI, parent run's artifacts)")

@@ -224,18 +224,19 @@ def _build_model(model_yaml: dict, nc: int):
     return DetectionModel(model_yaml, nc=nc, verbose=False)
 
 
+def describe_layers(layers: tuple[int, ...]) -> str:
+    """`0..9` for a range, `0,3,5` otherwise, `none` for no layer."""
+    if not layers:
+        return "none"
+    if layers == tuple(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
 def describe(spec: VariantSpec) -> str:
-    layers = spec.freeze_layers
-    shown = (
-        "none"
-        if not layers
-        else f"{layers[0]}..{layers[-1]}"
-        if layers == tuple(range(layers[0], layers[-1] + 1))
-        else ",".join(map(str, layers))
-    )
     p = spec.params
     return (
-        f"{spec.run_name}: freeze={spec.freeze_label} -> layers {shown} "
-        f"({len(layers)}/{spec.architecture.num_layers} frozen); parameters: {p.trainable:,} trainable, "
+        f"{spec.run_name}: freeze={spec.freeze_label} -> layers {describe_layers(spec.freeze_layers)} "
+        f"({len(spec.freeze_layers)}/{spec.architecture.num_layers} frozen); parameters: {p.trainable:,} trainable, "
         f"{p.frozen:,} frozen of {p.total:,} ({p.trainable_pct:.1f}% trainable)"
     )

@@ -12,6 +12,11 @@ ROLE = "sweep.role"  # "parent" or "variant"
 ROLE_PARENT = "parent"
 ROLE_VARIANT = "variant"
 
+# Tags on every run: who runs it, and proof of life (see sweep/tracking/lifecycle.py).
+OWNER = "sweep.owner"  # host:pid:process start time
+HEARTBEAT = "sweep.heartbeat"  # unix seconds, refreshed while the owner lives
+CLOSED_REASON = "sweep.closed_reason"  # why a run ended KILLED: a signal, or its owner was gone
+
 # Tags on the parent run.
 OVERRIDES = "sweep.overrides"
 GIT_COMMIT = "git.commit"
@@ -41,6 +46,10 @@ P_PARAMS_FROZEN = "params_frozen"
 P_TRAINABLE_PCT = "trainable_pct"
 P_SEED = "train.seed"
 P_EPOCHS = "train.epochs"
+
+# What the variant freezes, as numbers the runs table can sort and chart by (step 0).
+M_FROZEN_LAYERS = "frozen_layers"
+M_TRAINABLE_PCT = "trainable_pct"
 
 # Per-epoch metrics (step = epoch, 1-based).
 EPOCH_METRICS = ("mAP50", "mAP50-95", "precision", "recall")

@@ -1,12 +1,12 @@
-"""The MLflow store and the sweep's parent run, set up once in the launching process.
+"""Opening the MLflow store: one line when it cannot be reached or written, never a half-made one.
 
-MLflow 3.17 corrupts a new SQLite store when parallel jobs create it at the same moment, so the
-store and the experiment are created here, before any job starts.
+MLflow 3.17 corrupts a new SQLite store when two processes create it at the same moment, so a
+new SQLite store is created under a file lock; an experiment that another sweep created a moment
+earlier is found, not a failure.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -14,14 +14,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlparse
 
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
-from sweep.tracking import names
-from sweep.tracking.sweeps import sqlite_path, sweep_of_parent, variant_runs
+from sweep.tracking.credentials import redact, without_credentials
+from sweep.tracking.sweeps import sqlite_path
 
-SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
+REACH_TIMEOUT_S = 5.0
 
 
 def default_tracking_uri() -> str:
@@ -31,29 +32,52 @@ def default_tracking_uri() -> str:
 
 
 def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """Create (or open) the store and the experiment; one line if the store cannot be reached.
+    """Create (or open) the store and the experiment; one line if the store cannot be used.
 
     With a SQLite store, artifacts go beside the database file: MLflow's default (`./mlruns`)
     would follow whatever the current folder is.
     """
+    uri = without_credentials(uri)
     check_reachable(uri)
-    artifacts = None
     database = sqlite_path(uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        artifacts = (database.parent / "mlartifacts").as_uri()
-    client = MlflowClient(tracking_uri=uri)
     try:
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifacts)
+        if database is None:
+            return _open(MlflowClient(tracking_uri=uri), experiment, None)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(database) + ".lock"):
+            return _open(MlflowClient(tracking_uri=uri), experiment, (database.parent / "mlartifacts").as_uri())
+    except ConfigError:
+        raise
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"tracking.uri={uri}: the MLflow store cannot be reached ({reason})") from None
-    return client, experiment_id
+        raise ConfigError(
+            f"tracking.uri={redact(uri)}: the MLflow store cannot be used ({first_line(error)})"
+        ) from None
 
 
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds on a tracking server that is not there (MLflow would retry for minutes)."""
+def _open(client: MlflowClient, experiment: str, artifacts: str | None) -> tuple[MlflowClient, str]:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            return client, client.create_experiment(experiment, artifacts)
+        except Exception:  # another sweep created it a moment ago
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+    if found.lifecycle_stage != "active":
+        raise ConfigError(
+            f"tracking.experiment={experiment}: the experiment is deleted in {redact(client.tracking_uri)}; "
+            "restore it in the MLflow UI or pick another name"
+        )
+    return client, found.experiment_id
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return redact(text.splitlines()[0][:400]) if text else type(error).__name__
+
+
+def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Fail in seconds on a server that is not there (MLflow would retry for minutes)."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
@@ -62,44 +86,23 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
     except OSError as error:
         raise ConfigError(
-            f"tracking.uri={uri}: no MLflow server answers at {parsed.hostname}:{port} ({error})"
+            f"tracking.uri={redact(uri)}: no MLflow server answers at {parsed.hostname}:{port} ({error})"
         ) from None
 
 
-def start_parent_run(
-    client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, overrides: list[str]
-) -> str:
+def sweep_tags(sweep_dir: Path, overrides: list[str]) -> dict[str, str]:
+    """What the parent run records about how the sweep was run."""
+    from sweep.tracking import names
+
     tags = {
-        names.SWEEP_ID: sweep_id,
-        names.ROLE: names.ROLE_PARENT,
-        names.OVERRIDES: " ".join(overrides),
+        names.OVERRIDES: redact(" ".join(overrides)),
         names.SWEEP_DIR: str(sweep_dir),
         **{f"versions.{p}": _version(p) for p in VERSIONED_PACKAGES},
     }
     commit = git_commit()
     if commit:
         tags[names.GIT_COMMIT] = commit
-    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
-    return run.info.run_id
-
-
-def write_sweep_file(sweep_dir: Path, uri: str, experiment_id: str, sweep_id: str, parent_run_id: str) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    info = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep_id": sweep_id, "parent_run_id": parent_run_id}
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
-
-
-def read_sweep_file(sweep_dir: Path) -> dict | None:
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def finish_parent_run(client: MlflowClient, parent_run_id: str, jobs_failed: bool) -> None:
-    """End the parent run FAILED if a job failed (even before its variant run existed) or a
-    variant run of the sweep did not finish, else FINISHED."""
-    runs = variant_runs(client, sweep_of_parent(client, parent_run_id))
-    failed = jobs_failed or any(run.info.status != "FINISHED" for run in runs)
-    client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
+    return tags
 
 
 def git_commit() -> str | None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from sweep.tracking import names
 from sweep.tracking.resources import ResourceMonitor
-from sweep.variant import VariantSpec
+from sweep.variant import VariantSpec, describe_layers
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     if LR_KEY in row:
         metrics[names.LR] = row[LR_KEY]
     return metrics
+
+
+def run_description(spec: VariantSpec) -> str:
+    """The run's description in the MLflow UI (markdown): what is frozen, what is trained."""
+    p = spec.params
+    frozen = f"layers {describe_layers(spec.freeze_layers)}" if spec.freeze_layers else "nothing"
+    return (
+        f"**freeze={spec.freeze_label}**: {frozen} frozen ({len(spec.freeze_layers)} of "
+        f"{spec.architecture.num_layers} layers); {p.trainable:,} of {p.total:,} parameters trainable "
+        f"({p.trainable_pct:.1f}%). Starts from `{spec.checkpoint or spec.arch}`, trains on `{spec.data.yaml}`."
+    )
 
 
 def failure_message(error: BaseException) -> str:
@@ -92,27 +103,22 @@ class VariantRun:
         self._time_before_resume = 0.0
 
     @classmethod
-    def create(
-        cls, client: MlflowClient, experiment_id: str, spec: VariantSpec, tags: dict, tracking: DictConfig
-    ) -> VariantRun:
-        all_tags = {
-            names.ROLE: names.ROLE_VARIANT,
-            names.CONFIG_HASH: spec.config_hash(),
-            names.DEVICE: spec.train_args["device"],
-            **tags,
-        }
-        run = client.create_run(experiment_id, run_name=spec.run_name, tags=all_tags)
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in variant_params(spec).items()])
-        return cls(client, run.info.run_id, spec, tracking)
+    def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
+        """A new run (the claim already made it): what the variant is, in params, numbers and words."""
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(names.M_FROZEN_LAYERS, len(spec.freeze_layers), int(time.time() * 1000), 0),
+                Metric(names.M_TRAINABLE_PCT, spec.params.trainable_pct, int(time.time() * 1000), 0),
+            ],
+            params=[Param(k, v) for k, v in variant_params(spec).items()],
+        )
+        client.set_tag(run_id, "mlflow.note.content", run_description(spec))
+        return cls(client, run_id, spec, tracking)
 
     @classmethod
-    def resume(
-        cls, client: MlflowClient, run_id: str, spec: VariantSpec, tags: dict, tracking: DictConfig
-    ) -> VariantRun:
+    def resume(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
         """Continue an interrupted run: same run id, epochs already logged are never logged again."""
-        client.update_run(run_id, status="RUNNING")
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
         run = cls(client, run_id, spec, tracking)
         run._logged_epochs = {m.step for m in client.get_metric_history(run_id, "mAP50")}
         run._time_before_resume = sum(m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME))
@@ -206,6 +212,10 @@ class VariantRun:
             self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:]
         )
         killed = isinstance(exc, KeyboardInterrupt)
+        if killed:
+            self.client.set_tag(
+                self.run_id, names.CLOSED_REASON, f"interrupted ({exc or 'SIGINT'}); resumes from last.pt"
+            )
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         return False
 

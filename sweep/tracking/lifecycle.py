@@ -1,0 +1,393 @@
+"""The life of a sweep and of its variants in the tracking store, in one place.
+
+The store is the one thing every worker shares (one machine or many, SQLite or a server), so it
+also carries the coordination:
+- every run records its owner (host, pid) and a heartbeat; a RUNNING run whose owner is gone is
+  closed as KILLED, with the reason, by the next sweep or report;
+- a variant (config hash) is trained by one worker at a time: a worker claims it by creating its
+  run and checking that no other live run of that hash exists (see `claim_variant`);
+- a finished variant is reused, an interrupted one resumed from its checkpoint, leftovers
+  closed as superseded;
+- SIGTERM (SLURM preemption, time limit) and SIGINT end the runs KILLED within seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import names
+from sweep.tracking.credentials import redact
+
+log = logging.getLogger("sweep")
+
+SWEEP_FILE = "sweep.json"  # in the sweep folder: tells jobs (any launcher) their parent run
+STATUS_FILE = "variant.json"  # in each job folder: read by the sweep's end-of-run summary
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 90.0  # a heartbeat older than this means the owner is gone (owner on another host)
+CLAIM_POLL_S = 10.0
+STALE_REASON = "owner"  # how a closed_reason set by `close_stale_runs` starts
+
+
+# --- owners and heartbeats --------------------------------------------------------------------
+
+
+def owner_tag() -> str:
+    """host:pid:process start time (the start time tells a reused pid from the original)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+
+def owner_tags() -> dict[str, str]:
+    return {names.OWNER: owner_tag(), names.HEARTBEAT: f"{time.time():.0f}"}
+
+
+def _owner_process_alive(owner: str) -> bool | None:
+    """Whether the owning process still runs; None when it ran on another host (ask its heartbeat)."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        return int(psutil.Process(int(pid)).create_time()) == int(started or 0)
+    except (psutil.Error, ValueError):
+        return False
+
+
+def is_alive(run: Run, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """A RUNNING run is alive while its owner process runs (same host) or, for an owner elsewhere,
+    while its heartbeat is fresh. A parent run's heartbeat is also kept fresh by its jobs, which
+    may run on other machines (SLURM) after the launching process is gone."""
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    process = _owner_process_alive(tags.get(names.OWNER, ""))
+    if process:
+        return True
+    heartbeat = float(tags.get(names.HEARTBEAT, 0) or 0)
+    fresh = (now or time.time()) - heartbeat < stale_after_s
+    if process is None or tags.get(names.ROLE) == names.ROLE_PARENT:
+        return fresh
+    return False
+
+
+class Heartbeat:
+    """Keeps `run_ids` visibly alive from a background thread while training runs. The first run
+    is this process's own: if someone closed it as stale (a clock or network hiccup), it is put
+    back to RUNNING, since its owner is evidently alive."""
+
+    def __init__(self, client: MlflowClient, run_ids: Iterable[str], interval_s: float = HEARTBEAT_S) -> None:
+        self.client, self.run_ids, self.interval_s = client, [r for r in run_ids if r], interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="freeze-sweep-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat()
+            except Exception as error:  # a store hiccup must not stop training; the next beat retries
+                log.warning("heartbeat not written: %s", redact(str(error).splitlines()[0] if str(error) else ""))
+
+    def beat(self) -> None:
+        for run_id in self.run_ids:
+            self.client.set_tag(run_id, names.HEARTBEAT, f"{time.time():.0f}")
+        own = self.client.get_run(self.run_ids[0])
+        closed_as_stale = own.data.tags.get(names.CLOSED_REASON, "").startswith(STALE_REASON)
+        if not self._stop.is_set() and own.info.status == "KILLED" and closed_as_stale:
+            self.client.update_run(own.info.run_id, status="RUNNING")
+            self.client.set_tag(own.info.run_id, names.CLOSED_REASON, "")
+
+
+def close_stale_runs(client: MlflowClient, experiment_ids: list[str], extra_filter: str = "") -> list[str]:
+    """Close RUNNING runs whose owner is gone as KILLED, saying why. Returns their ids."""
+    query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
+    closed = []
+    now = time.time()
+    for run in client.search_runs(experiment_ids, query, max_results=1000):
+        if names.ROLE not in run.data.tags or is_alive(run, now):
+            continue
+        fresh = client.get_run(run.info.run_id)  # read again just before closing
+        if is_alive(fresh, time.time()):
+            continue
+        owner = fresh.data.tags.get(names.OWNER, "an unknown process")
+        beat = float(fresh.data.tags.get(names.HEARTBEAT, 0) or 0)
+        since = f"last heartbeat {time.time() - beat:.0f} s ago" if beat else "no heartbeat"
+        client.set_tag(run.info.run_id, names.CLOSED_REASON, f"{STALE_REASON} {owner} is gone ({since})")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+        log.warning("Closed run %s (%s) as KILLED: owner %s is gone", run.info.run_id, run.info.run_name, owner)
+    return closed
+
+
+# --- the sweep (launching process) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    tracking_uri: str
+    experiment_id: str
+    sweep_id: str
+    parent_run_id: str
+
+    def write(self, sweep_dir: Path) -> None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepInfo | None:
+        path = Path(sweep_dir) / SWEEP_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def start_parent_run(client: MlflowClient, experiment_id: str, sweep_id: str, tags: dict[str, str]) -> str:
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{sweep_id}",
+        tags={names.SWEEP_ID: sweep_id, names.ROLE: names.ROLE_PARENT, **owner_tags(), **tags},
+    )
+    return run.info.run_id
+
+
+def finish_parent_run(client: MlflowClient, info: SweepInfo, jobs_failed: bool) -> str:
+    """FAILED if a job failed (even before its variant run existed) or a variant run of the sweep
+    did not finish, else FINISHED. Raises if the store cannot record it."""
+    from sweep.tracking.sweeps import sweep_of_parent, variant_runs
+
+    runs = variant_runs(client, sweep_of_parent(client, info.parent_run_id))
+    own = [r for r in runs if r.data.tags.get(names.PARENT_RUN_ID) == info.parent_run_id]
+    status = "FAILED" if jobs_failed or any(r.info.status != "FINISHED" for r in own) else "FINISHED"
+    client.set_terminated(info.parent_run_id, status)
+    return status
+
+
+def end_runs_killed(client: MlflowClient, run_ids: Iterable[str], reason: str) -> None:
+    """Best effort, on the way out after a signal: the runs say KILLED and why."""
+    for run_id in run_ids:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, names.CLOSED_REASON, reason)
+                client.set_terminated(run_id, "KILLED")
+        except Exception as error:
+            log.warning("run %s not closed: %s", run_id, redact(str(error).splitlines()[0] if str(error) else ""))
+
+
+_active: list[tuple[MlflowClient, SweepInfo]] = []  # the sweep this process launched, until it ends
+
+
+def set_active_sweep(client: MlflowClient | None, info: SweepInfo | None) -> None:
+    _active.clear()
+    if client is not None and info is not None:
+        _active.append((client, info))
+
+
+def end_active_sweep(reason: str) -> None:
+    """After a signal: the parent run this process started ends KILLED, saying why."""
+    for client, info in _active:
+        end_runs_killed(client, [info.parent_run_id], reason)
+    _active.clear()
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT: unwinds training like Ctrl-C, so every run on the way ends KILLED."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_interrupted: list[int] = []
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT raise `Interrupted` once in the main thread; the signal is passed on to
+    child processes (parallel workers), so they too end their runs KILLED before the exit."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _on_signal)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    if _interrupted:  # one unwinding at a time: a second signal must not cut the cleanup short
+        return
+    _interrupted.append(signum)
+    children = psutil.Process().children()
+    for child in children:
+        try:
+            child.send_signal(signum)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(children, timeout=20)
+    raise Interrupted(signum)
+
+
+def exit_code(error: Interrupted) -> int:
+    return 128 + error.signum
+
+
+# --- job status ---------------------------------------------------------------------------------
+
+
+def write_status(job_dir: Path, status: dict) -> None:
+    (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
+
+
+def read_statuses(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}"))]
+
+
+# --- variants: reuse, resume, claim ----------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    """What a worker may do with a variant: train it (`run` is its claim), or nothing, because
+    it is `finished` (reuse) or `held` by a live run of another worker."""
+
+    outcome: str  # "train", "finished" or "held"
+    run: Run
+    resume_epoch: int = 0  # epochs already in `run` when it is resumed (1-based, as logged)
+    leftovers: list[Run] = field(default_factory=list)
+
+    @property
+    def resuming(self) -> bool:
+        return self.resume_epoch > 0
+
+
+def resume_point(run: Run) -> tuple[Path, int] | None:
+    """The run's last.pt and the epochs it completed, if ultralytics can resume from it.
+
+    A checkpoint stripped at the end of training (no optimizer state) cannot be resumed: its
+    run died while finishing up, and is retrained. An unreadable one is said so, never hidden.
+    """
+    import torch
+
+    save_dir = run.data.tags.get(names.OUTPUT_DIR)
+    last = Path(save_dir) / "weights" / "last.pt" if save_dir else None
+    if last is None or not last.is_file():
+        return None
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as error:  # a checkpoint cut short by the kill itself
+        log.warning(
+            "cannot resume %s: %s unreadable (%s); retraining from the start",
+            run.info.run_name,
+            last,
+            type(error).__name__,
+        )
+        return None
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        return None
+    return last, int(ckpt["epoch"]) + 1
+
+
+def _variant_runs(client: MlflowClient, experiment_id: str, config_hash: str) -> list[Run]:
+    query = f"tags.{names.CONFIG_HASH} = '{config_hash}' and tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'"
+    runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000)
+    return [r for r in runs if names.SUPERSEDED_BY not in r.data.tags]
+
+
+def claim_variant(
+    client: MlflowClient,
+    experiment_id: str,
+    config_hash: str,
+    run_name: str,
+    tags: dict[str, str],
+    rerun: bool = False,
+    wait: bool = True,
+    poll_s: float = CLAIM_POLL_S,
+) -> Claim:
+    """Claim a variant for training, or say why not.
+
+    The claim is the variant's run itself: create it, then look for other live runs of the same
+    config hash. If there are, withdraw (delete ours) and retry after a random pause. With a
+    store that serialises writes, two workers cannot both find themselves alone: whichever
+    looked second would have seen the other's run. A held variant is waited for (`wait`), or
+    left to its holder.
+    """
+    while True:
+        close_stale_runs(client, [experiment_id], f"tags.{names.CONFIG_HASH} = '{config_hash}'")
+        runs = _variant_runs(client, experiment_id, config_hash)
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        if finished and not rerun:
+            return Claim("finished", finished[0])
+        live = [r for r in runs if is_alive(r)]
+        if live:
+            if not wait:
+                return Claim("held", live[0])
+            log.info(
+                "Waiting for %s: run %s (%s) is training it; checking every %.0f s",
+                run_name,
+                live[0].info.run_id,
+                live[0].data.tags.get(names.OWNER, "?"),
+                poll_s,
+            )
+            _wait_until_not_alive(client, live[0].info.run_id, poll_s)
+            continue
+        mine = client.create_run(experiment_id, run_name=run_name, tags={**tags, **owner_tags()})
+        rivals = [r for r in _variant_runs(client, experiment_id, config_hash) if r.info.run_id != mine.info.run_id]
+        if any(is_alive(r) for r in rivals):
+            client.delete_run(mine.info.run_id)
+            time.sleep(random.uniform(0.2, 2.0))
+            continue
+        return _train_or_resume(client, mine, [r for r in runs if r.info.status != "FINISHED"], rerun)
+
+
+def _wait_until_not_alive(client: MlflowClient, run_id: str, poll_s: float) -> None:
+    while is_alive(client.get_run(run_id)):
+        time.sleep(poll_s)
+
+
+def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rerun: bool) -> Claim:
+    """We hold the variant. Continue the newest resumable run in place of our fresh one (it is
+    made live before ours is withdrawn, so the variant is never unclaimed), else train in ours."""
+    for run in unfinished if not rerun else []:
+        point = resume_point(run)
+        if point is None:
+            continue
+        client.update_run(run.info.run_id, status="RUNNING")
+        for key, value in owner_tags().items():
+            client.set_tag(run.info.run_id, key, value)
+        client.set_tag(run.info.run_id, names.CLOSED_REASON, "")
+        client.delete_run(mine.info.run_id)
+        others = [r for r in unfinished if r.info.run_id != run.info.run_id]
+        return Claim("train", client.get_run(run.info.run_id), point[1], others)
+    return Claim("train", mine, 0, unfinished)
+
+
+def supersede(client: MlflowClient, runs: list[Run], by_run_id: str) -> None:
+    """Close unfinished leftovers explicitly, pointing at the run that replaces them."""
+    for run in runs:
+        if run.info.status != "FINISHED":
+            client.set_tag(run.info.run_id, names.SUPERSEDED_BY, by_run_id)
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "KILLED")
+
+
+def mark_reused(client: MlflowClient, run: Run, info: SweepInfo | None) -> None:
+    """A finished (or held) run of another sweep belongs to this sweep's results too."""
+    if info is not None and run.data.tags.get(names.PARENT_RUN_ID) != info.parent_run_id:
+        client.set_tag(run.info.run_id, f"{names.REUSED_BY}{info.parent_run_id}", info.sweep_id)

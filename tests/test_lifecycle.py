@@ -1,0 +1,142 @@
+"""The sweep's lifecycle in the store, with real processes and a real SQLite store: one claim
+per variant across processes, stale runs closed with a reason, credentials never written."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import lifecycle, names
+from sweep.tracking.credentials import redact, scrub_argv, without_credentials
+from sweep.tracking.store import open_experiment
+
+HASH = "abc123"
+
+
+def store(tmp_path: Path) -> tuple[MlflowClient, str, str]:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, experiment_id = open_experiment(uri, "freeze-sweep")
+    return client, experiment_id, uri
+
+
+def _claim_and_hold(uri: str, experiment_id: str, hold_s: float, queue) -> None:
+    client = MlflowClient(uri)
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH}
+    claim = lifecycle.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    queue.put((claim.outcome, claim.run.info.run_id))
+    if claim.outcome == "train":
+        time.sleep(hold_s)
+        client.set_terminated(claim.run.info.run_id, "FINISHED")
+
+
+def test_of_racing_workers_exactly_one_claims_the_variant(tmp_path: Path) -> None:
+    client, experiment_id, uri = store(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_claim_and_hold, args=(uri, experiment_id, 8.0, queue)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(o for o, _ in outcomes) == ["held", "held", "held", "train"], outcomes
+    trained = next(run_id for outcome, run_id in outcomes if outcome == "train")
+    assert {run_id for outcome, run_id in outcomes if outcome == "held"} == {trained}  # they name the holder
+    runs = client.search_runs([experiment_id], f"tags.{names.CONFIG_HASH} = '{HASH}'")
+    assert [r.info.run_id for r in runs] == [trained]  # withdrawn claims are deleted, not left behind
+
+
+def test_a_finished_variant_is_reused_and_a_live_one_is_waited_for(tmp_path: Path) -> None:
+    client, experiment_id, uri = store(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    holder = ctx.Process(target=_claim_and_hold, args=(uri, experiment_id, 4.0, queue))
+    holder.start()
+    _, held_id = queue.get(timeout=120)
+    started = time.monotonic()
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH}
+    claim = lifecycle.claim_variant(client, experiment_id, HASH, "v", tags, wait=True, poll_s=0.5)
+    holder.join(timeout=60)
+    assert claim.outcome == "finished" and claim.run.info.run_id == held_id
+    assert time.monotonic() - started > 1.0  # it waited for the holder to finish
+
+
+def test_a_run_whose_owner_died_is_closed_with_the_reason_and_the_variant_claimed_again(tmp_path: Path) -> None:
+    client, experiment_id, uri = store(tmp_path)
+    code = (
+        "import os, sys\n"
+        "from mlflow.tracking import MlflowClient\n"
+        "from sweep.tracking import lifecycle, names\n"
+        f"client = MlflowClient({uri!r})\n"
+        f"tags = {{names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: {HASH!r}}}\n"
+        f"claim = lifecycle.claim_variant(client, {experiment_id!r}, {HASH!r}, 'v', tags)\n"
+        "print(claim.run.info.run_id, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    dead_id = dead.stdout.strip()
+    assert client.get_run(dead_id).info.status == "RUNNING"  # what kill -9 leaves behind
+    assert not lifecycle.is_alive(client.get_run(dead_id))
+
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH}
+    claim = lifecycle.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    assert claim.outcome == "train" and claim.run.info.run_id != dead_id
+    closed = client.get_run(dead_id)
+    assert closed.info.status == "KILLED"
+    assert closed.data.tags[names.CLOSED_REASON].startswith("owner ")
+    assert "is gone" in closed.data.tags[names.CLOSED_REASON]
+
+
+def test_an_owner_on_another_host_is_judged_by_its_heartbeat(tmp_path: Path) -> None:
+    client, experiment_id, _ = store(tmp_path)
+    now = time.time()
+    fresh = client.create_run(
+        experiment_id,
+        tags={names.ROLE: names.ROLE_VARIANT, names.OWNER: "elsewhere:1:1", names.HEARTBEAT: f"{now - 5:.0f}"},
+    )
+    stale = client.create_run(
+        experiment_id,
+        tags={names.ROLE: names.ROLE_VARIANT, names.OWNER: "elsewhere:2:1", names.HEARTBEAT: f"{now - 3600:.0f}"},
+    )
+    assert lifecycle.close_stale_runs(client, [experiment_id]) == [stale.info.run_id]
+    assert client.get_run(fresh.info.run_id).info.status == "RUNNING"
+
+
+def test_a_heartbeat_keeps_a_run_alive_and_reopens_it_if_closed_as_stale(tmp_path: Path) -> None:
+    client, experiment_id, _ = store(tmp_path)
+    run = client.create_run(experiment_id, tags={names.ROLE: names.ROLE_VARIANT, **lifecycle.owner_tags()})
+    run_id = run.info.run_id
+    client.set_tag(run_id, names.CLOSED_REASON, f"{lifecycle.STALE_REASON} x is gone (clock skew)")
+    client.set_terminated(run_id, "KILLED")
+    with lifecycle.Heartbeat(client, [run_id], interval_s=0.2):
+        time.sleep(1.0)
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_credentials_are_moved_out_of_the_uri_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert without_credentials("http://alice:s3cret@127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+    assert scrub_argv(["-m", "tracking.uri=https://bob:pw@host/mlflow", "freeze=none"]) == [
+        "-m",
+        "tracking.uri=https://host/mlflow",
+        "freeze=none",
+    ]
+    assert redact("see http://alice:s3cret@h:1/x and postgresql://u:p@db/x") == (
+        "see http://alice:***@h:1/x and postgresql://u:***@db/x"
+    )
+    assert without_credentials("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_signal_names_the_exit_code() -> None:
+    assert lifecycle.exit_code(lifecycle.Interrupted(signal.SIGTERM)) == 143
+    assert lifecycle.exit_code(lifecycle.Interrupted(signal.SIGINT)) == 130
