@@ -65,10 +65,11 @@ class FakeGpu:
         self.broken: set[str] = set()
         self.error = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         self.calls: list[str] = []
-        self._clock = int(time.time() * 1e6) + 10**6  # after any monitor started in the last second
+        self._clock = 0
 
     def period(self, utilisation: dict[int, int]) -> None:
-        self._clock += self.PERIOD_US
+        """A sample period ending now (NVML stamps CPU time in us), after any earlier one."""
+        self._clock = max(self._clock + self.PERIOD_US, int(time.time() * 1e6) + 1)
         self.periods.append((self._clock, utilisation))
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,13 +123,16 @@ class FakeGpu:
         return call
 
 
-def fake_torch_cuda(monkeypatch: pytest.MonkeyPatch, peak_mb: float = 512, reserved_mb: float = 640) -> None:
-    """torch's per-process counters on a machine without CUDA."""
+def fake_torch_cuda(monkeypatch: pytest.MonkeyPatch, peak_mb: float = 512, reserved_mb: float = 640) -> list[str]:
+    """torch's per-process counters on a machine without CUDA; returns the resets called."""
+    resets: list[str] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: resets.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(f"peaks {device}"))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: peak_mb * 2**20)
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: reserved_mb * 2**20)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved_mb * 2**20)
+    return resets
 
 
 @pytest.fixture
@@ -241,11 +245,11 @@ def test_a_child_that_exits_keeps_its_samples_and_frees_its_memory(gpu: FakeGpu)
 def test_each_device_of_a_multi_gpu_variant_is_read(gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     gpu.memory = {ME: 300 * 2**20}
-    gpu.period({ME: 40})
     handles: list[int] = []
     real_handle = pynvml.nvmlDeviceGetHandleByIndex
     monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda index: handles.append(index) or real_handle(index))
     with ResourceMonitor("0,1", interval_s=60) as monitor:
+        gpu.period({ME: 40})
         monitor.sample()
     assert handles == [2, 3]  # torch 0,1 are physical 2,3
     assert monitor.gpu_util == [40]  # the fake shows the same samples on both: the mean
@@ -260,6 +264,14 @@ def test_no_torch_peaks_when_this_process_never_allocated(gpu: FakeGpu, monkeypa
     summary = monitor.summary()
     assert names.GPU_PEAK_ALLOCATED not in summary and names.GPU_PEAK_RESERVED not in summary
     assert names.GPU_UTIL_MEAN in summary
+
+
+def test_a_reused_worker_hands_back_the_previous_variants_cache_and_peaks(
+    gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resets = fake_torch_cuda(monkeypatch)
+    with ResourceMonitor("0,1", interval_s=60):
+        assert resets == ["empty_cache", "peaks 0", "peaks 1"]
 
 
 def variant(gpu: FakeGpu, state: Path, ready, go, results) -> None:

@@ -9,6 +9,7 @@ process and its children (DDP workers included) instead; `gpu_source` says which
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -61,7 +62,7 @@ class ResourceMonitor:
 
     def __enter__(self) -> ResourceMonitor:
         if self._gpus:
-            self._reset_torch_peaks()
+            self._reset_torch_counters()
             self._handles = self._open_nvml()
             self._last_seen = [int(time.time() * 1e6)] * len(self._handles)  # NVML stamps CPU time in us
         self._start = time.monotonic()
@@ -170,10 +171,14 @@ class ResourceMonitor:
             used += pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
         return sum(utils) / len(utils), used
 
-    def _reset_torch_peaks(self) -> None:
+    def _reset_torch_counters(self) -> None:
+        """A reused worker process still holds the previous variant's peaks and cached blocks:
+        NVML would count that cache as this variant's memory, so it is handed back first."""
         import torch
 
         if torch.cuda.is_available():
+            gc.collect()
+            torch.cuda.empty_cache()
             for i in self._gpus:
                 torch.cuda.reset_peak_memory_stats(i)
 
