@@ -74,6 +74,9 @@ CPU_PEAK_RSS = "cpu/peak_rss_mb"
 CPU_UTIL_MEAN = "cpu/utilization_mean_pct"
 CPU_UTIL = "cpu/utilization_pct"  # time series
 CPU_RSS = "cpu/rss_mb"  # time series
+GPU_SOURCE = "gpu.source"  # tag: where the GPU time series came from, one of the two below
+GPU_SOURCE_PROCESS = "process"  # NVML's per-process figures for this variant's processes only
+GPU_SOURCE_DEVICE = "device"  # whole-device figures: they include every other process on the GPU
 
 # Artifact paths inside a variant run.
 ARTIFACT_WEIGHTS = "weights/best.pt"

@@ -1,10 +1,15 @@
 """What a variant costs: GPU memory (torch's own counters, this process only), GPU utilisation
-(NVML, the devices this variant uses), CPU utilisation and RSS (this process and its dataloader
-workers), sampled in a background thread.
+and memory (NVML, the devices this variant uses), CPU utilisation and RSS (this process and its
+dataloader workers), sampled in a background thread.
+
+NVML's device figures count every process on the GPU, so two variants sharing one would each see
+the sum. Where the driver offers them, the GPU time series are NVML's per-process figures for this
+process and its children (DDP workers included) instead; `gpu_source` says which were used.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -43,6 +48,7 @@ class ResourceMonitor:
     cpu_util: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     step_offset: int = 0  # a resumed run continues its time series after the logged steps
+    gpu_source: str | None = field(default=None, init=False)  # names.GPU_SOURCE_*, None until a GPU sample
 
     def __post_init__(self) -> None:
         self._gpus = gpu_indices(self.device)
@@ -51,11 +57,14 @@ class ResourceMonitor:
         self._process = psutil.Process()
         self._handles: list = []
         self._known: dict[int, psutil.Process] = {}
+        self._pids: set[int] = {self._process.pid}  # ours at any sample: an exited worker's samples still count
+        self._last_seen: list[int] = []  # per device, NVML timestamp (us) of the newest utilisation sample read
 
     def __enter__(self) -> ResourceMonitor:
         if self._gpus:
-            self._reset_torch_peaks()
+            self._reset_torch_counters()
             self._handles = self._open_nvml()
+            self._last_seen = [int(time.time() * 1e6)] * len(self._handles)  # NVML stamps CPU time in us
         self._start = time.monotonic()
         self._process.cpu_percent(None)
         self._thread.start()
@@ -102,20 +111,74 @@ class ResourceMonitor:
             return []
 
     def _sample_gpus(self) -> dict[str, float]:
+        """Per-process figures while the driver offers them; from the first sample it does not,
+        whole-device figures for the rest of the run (`gpu_source` then says "device")."""
+        self._pids |= set(self._known)
+        figures = self._own_figures() if self.gpu_source != names.GPU_SOURCE_DEVICE else None
+        self.gpu_source = names.GPU_SOURCE_DEVICE if figures is None else names.GPU_SOURCE_PROCESS
+        util, used = figures or self._device_figures()
+        self.gpu_util.append(util)
+        return {names.GPU_UTIL: util, names.GPU_MEMORY: used}
+
+    def _own_figures(self) -> tuple[float, float] | None:
+        """(utilisation %, memory MB) of this variant's processes; None where NVML cannot tell."""
+        import pynvml
+
+        utils, used = [], 0.0
+        try:
+            for slot, (index, handle) in enumerate(zip(self._gpus, self._handles, strict=True)):
+                memory = self._own_memory(handle, index)
+                if memory is None:
+                    return None
+                used += memory
+                utils.append(self._own_utilisation(handle, slot))
+        except (pynvml.NVMLError, pynvml.NVMLLibraryMismatchError):  # NotSupported, NoPermission, old driver...
+            return None
+        return sum(utils) / len(utils), used
+
+    def _own_memory(self, handle, torch_index: int) -> float | None:
+        import pynvml
+
+        ours = [p for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid in self._pids]
+        if any(p.usedGpuMemory is None for p in ours):  # the driver withholds it (Windows WDDM, MIG)
+            return None
+        if not ours and _holds_cuda_memory(torch_index):  # NVML sees other PIDs (a container's namespace)
+            return None
+        return sum(p.usedGpuMemory for p in ours) / 2**20
+
+    def _own_utilisation(self, handle, slot: int) -> float:
+        """Mean over NVML's sample periods since the last read, a period without a sample of ours
+        counting as 0: our share of the SM time, whatever else runs on the device."""
+        import pynvml
+
+        try:
+            samples = pynvml.nvmlDeviceGetProcessUtilization(handle, self._last_seen[slot])
+        except pynvml.NVMLError_NotFound:  # no process ran on the device since the last read
+            return 0.0
+        fresh = [s for s in samples if s.timeStamp > self._last_seen[slot]]
+        if not fresh:
+            return 0.0
+        self._last_seen[slot] = max(s.timeStamp for s in fresh)
+        periods = {s.timeStamp for s in fresh}
+        return sum(s.smUtil for s in fresh if s.pid in self._pids) / len(periods)
+
+    def _device_figures(self) -> tuple[float, float]:
         import pynvml
 
         utils, used = [], 0.0
         for handle in self._handles:
             utils.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
             used += pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
-        util = sum(utils) / len(utils)
-        self.gpu_util.append(util)
-        return {names.GPU_UTIL: util, names.GPU_MEMORY: used}
+        return sum(utils) / len(utils), used
 
-    def _reset_torch_peaks(self) -> None:
+    def _reset_torch_counters(self) -> None:
+        """A reused worker process still holds the previous variant's peaks and cached blocks:
+        NVML would count that cache as this variant's memory, so it is handed back first."""
         import torch
 
         if torch.cuda.is_available():
+            gc.collect()
+            torch.cuda.empty_cache()
             for i in self._gpus:
                 torch.cuda.reset_peak_memory_stats(i)
 
@@ -127,13 +190,20 @@ class ResourceMonitor:
         if self._gpus:
             import torch
 
-            if torch.cuda.is_available():
+            # Absent when this process never allocated: DDP trains in worker processes, not here.
+            if torch.cuda.is_available() and max(torch.cuda.max_memory_reserved(i) for i in self._gpus) > 0:
                 result[names.GPU_PEAK_ALLOCATED] = max(torch.cuda.max_memory_allocated(i) for i in self._gpus) / 2**20
                 result[names.GPU_PEAK_RESERVED] = max(torch.cuda.max_memory_reserved(i) for i in self._gpus) / 2**20
         if self.gpu_util:
             result[names.GPU_UTIL_MEAN] = sum(self.gpu_util) / len(self.gpu_util)
             result[names.GPU_UTIL_MAX] = max(self.gpu_util)
         return result
+
+
+def _holds_cuda_memory(torch_index: int) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.memory_reserved(torch_index) > 0
 
 
 def _safe(read: Callable, default):
