@@ -105,6 +105,7 @@ def resolve_schedule(
     """
     if unfreeze_epoch is None and freeze_schedule is None:
         return None
+    freeze = _plain(freeze)
     if unfreeze_epoch is not None and freeze_schedule is not None:
         raise ConfigError(
             f"unfreeze_epoch={unfreeze_epoch} and freeze_schedule={_plain(freeze_schedule)} are both set: "
