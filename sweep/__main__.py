@@ -1,4 +1,4 @@
-from sweep.app import cli
+from sweep.cli import cli
 
 if __name__ == "__main__":
     cli()

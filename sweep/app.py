@@ -1,35 +1,31 @@
-"""The `freeze-sweep` Hydra app: one job = one variant (validate -> train -> track)."""
+"""One Hydra job = one variant: validate -> claim -> train -> track."""
 
 from __future__ import annotations
 
 import logging
-import signal
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO
-from sweep.cli_check import check_group_choices
+from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
+from sweep.schedule import schedule_callbacks
+from sweep.signals import install_signal_handlers
 from sweep.tracking import lifecycle, names
-from sweep.tracking.credentials import scrub_argv
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun, failure_message
-from sweep.train_defaults import register as register_train_defaults
-from sweep.training import train
+from sweep.training import merged, train
 from sweep.variant import VariantSpec, build_variant, describe
 
-register_train_defaults()
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("sweep")
 
 
 ON_HELD = ("wait", "skip")
+RESULT_METRICS = {"metrics/mAP50(B)": "mAP50", "metrics/mAP50-95(B)": "mAP50-95"}
 
 
 def prepare(cfg: DictConfig) -> VariantSpec:
@@ -50,49 +46,88 @@ def run_variant(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     status = {"name": f"job {hc.job.get('num', 0)}", "status": "RUNNING", "run_id": None}
-    lifecycle.install_signal_handlers()
+    install_signal_handlers()
     try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
-        spec = prepare(cfg)
-        status["name"] = spec.run_name
-        log.info(describe(spec))
-        sweep = current_sweep(hc)
-        client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-        claim = lifecycle.claim_variant(
-            client,
-            experiment_id,
-            spec.config_hash(),
-            spec.run_name,
-            variant_tags(spec, job_dir, sweep),
-            rerun=cfg.sweep.rerun,
-            wait=cfg.sweep.on_held == "wait",
-        )
-        if claim.outcome != "train":
-            lifecycle.mark_reused(client, claim.run, sweep)
-            status.update(reuse_status(spec, claim), run_id=claim.run.info.run_id)
-            return status
-        status["run_id"] = claim.run.info.run_id
-        run, save_dir = open_variant_run(client, claim, spec, cfg)
-        parent = sweep.parent_run_id if sweep else None
-        with run, lifecycle.Heartbeat(client, [run.run_id, parent]), ultralytics_log_to(job_dir / "train.log"):
-            start = spec.checkpoint or spec.arch
-            result = train(
-                start,
-                spec.data.yaml,
-                save_dir,
-                spec.freeze_layers,
-                spec.train_args,
-                run.callbacks(),
-                resume=claim.resuming,
-            )
-            run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
-        status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
-        return status
+        with own_gpu(cfg):
+            return train_variant(cfg, job_dir, status)
     except BaseException as error:
         status.update(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         status["error"] = failure_message(error)
         raise
     finally:
         lifecycle.write_status(job_dir, status)
+
+
+@contextmanager
+def own_gpu(cfg: DictConfig):
+    """With `train.device: null` on a GPU machine, the variant leases a GPU no other variant holds
+    (parallel workers, a second sweep) for as long as it trains."""
+    from sweep.gpu_lease import gpu_count, lease_gpu
+
+    if cfg.train.device is not None or not gpu_count():
+        yield
+        return
+    with lease_gpu(Path(cfg.paths.cache_dir) / "gpu-locks", per_gpu=cfg.sweep.variants_per_gpu) as gpu:
+        cfg.train.device = str(gpu)
+        yield
+
+
+def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
+    """validate -> claim -> train -> track."""
+    spec = prepare(cfg)
+    status["name"] = spec.run_name
+    sweep = current_sweep(HydraConfig.get())
+    progress = progress_for(spec, sweep)
+    progress.header(describe(spec).split(": ", 1)[1])
+    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    claim = lifecycle.claim_variant(
+        client,
+        experiment_id,
+        spec.config_hash(),
+        spec.run_name,
+        variant_tags(spec, job_dir, sweep),
+        rerun=cfg.sweep.rerun,
+        wait=cfg.sweep.on_held == "wait",
+    )
+    if claim.outcome != "train":
+        lifecycle.mark_reused(client, claim.run, sweep)
+        status.update(reuse_status(spec, claim), run_id=claim.run.info.run_id)
+        progress.result(f"{status['status'].lower()}: {status['note']}")
+        return status
+    status["run_id"] = claim.run.info.run_id
+    run, save_dir = open_variant_run(client, claim, spec, cfg)
+    parent = sweep.parent_run_id if sweep else None
+    schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
+    callbacks = merged(run.callbacks(), schedule, progress.callbacks())
+    quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
+    with run, lifecycle.Heartbeat(client, [run.run_id, parent]), quiet:
+        with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
+            result = train(
+                spec.checkpoint or spec.arch,
+                spec.data.yaml,
+                save_dir,
+                spec.freeze_layers,
+                spec.train_args,
+                callbacks,
+                resume=claim.resuming,
+            )
+        run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
+    status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
+    progress.result(result_line(result.metrics, job_dir / "train.log"))
+    return status
+
+
+def progress_for(spec: VariantSpec, sweep: lifecycle.SweepInfo | None) -> Progress:
+    hc = HydraConfig.get()
+    k = int(hc.job.get("num") or 0) + 1 if sweep else 1
+    n = sweep.n_variants if sweep and sweep.n_variants else "?" if sweep else 1
+    after = max(0, n - k) if isinstance(n, int) else 0
+    return Progress(f"[{k}/{n}] {spec.run_name}", spec.train_args["epochs"], after, sweep.parallel if sweep else 1)
+
+
+def result_line(metrics: dict, log_file: Path) -> str:
+    shown = [f"{name} {metrics[key]:.3f}" for key, name in RESULT_METRICS.items() if key in metrics]
+    return f"done: {', '.join(shown) or 'no validation metrics'} (log: {log_file})"
 
 
 def current_sweep(hc) -> lifecycle.SweepInfo | None:
@@ -119,18 +154,14 @@ def variant_tags(spec: VariantSpec, job_dir: Path, sweep: lifecycle.SweepInfo | 
 
 def reuse_status(spec: VariantSpec, claim: lifecycle.Claim) -> dict:
     run = claim.run
-    holder = run.data.tags.get(names.SWEEP_ID, "?")
     if claim.outcome == "finished":
-        log.info("Skipping %s: run %s already finished it (sweep.rerun=true retrains)", spec.run_name, run.info.run_id)
-        return {"status": "FINISHED", "reused": True}
-    log.info(
-        "Skipping %s: run %s of sweep %s (%s) is training it (sweep.on_held=wait waits for it)",
-        spec.run_name,
-        run.info.run_id,
-        holder,
-        run.data.tags.get(names.OWNER, "?"),
-    )
-    return {"status": "HELD", "held_by": run.info.run_id}
+        note = f"run {run.info.run_id} already finished it (sweep.rerun=true retrains)"
+        log.info("Skipping %s: %s", spec.run_name, note)
+        return {"status": "FINISHED", "reused": True, "note": note}
+    holder = f"sweep {run.data.tags.get(names.SWEEP_ID, '?')}, {run.data.tags.get(names.OWNER, '?')}"
+    note = f"run {run.info.run_id} ({holder}) is training it (sweep.on_held=wait waits for it)"
+    log.info("Skipping %s: %s", spec.run_name, note)
+    return {"status": "HELD", "held_by": run.info.run_id, "note": note}
 
 
 def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
@@ -161,23 +192,9 @@ def open_variant_run(client, claim: lifecycle.Claim, spec: VariantSpec, cfg: Dic
     return run, save_dir
 
 
-@contextmanager
-def ultralytics_log_to(path: Path):
-    """Copy ultralytics' own log (it does not propagate to Hydra's handlers) into the job folder."""
-    from ultralytics.utils import LOGGER
-
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    LOGGER.addHandler(handler)
-    try:
-        yield
-    finally:
-        LOGGER.removeHandler(handler)
-        handler.close()
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def run_job(cfg: DictConfig) -> dict | None:
+    """One Hydra job. In a sweep one failing variant must not stop the others: it is recorded
+    (MLflow run FAILED, variant.json) and the sweep's end-of-run summary exits non-zero."""
     try:
         return run_variant(cfg)
     except ConfigError as error:
@@ -188,28 +205,5 @@ def main(cfg: DictConfig) -> dict | None:
     except Exception as error:
         if HydraConfig.get().mode == RunMode.RUN:
             raise
-        # In a sweep one failing variant must not stop the others: it is recorded (MLflow run
-        # FAILED, variant.json) and the sweep's end-of-run summary exits non-zero.
         log.exception("variant failed: %s", failure_message(error))
         return {"status": "FAILED", "error": failure_message(error)}
-
-
-def cli() -> None:
-    """The `freeze-sweep` console script: credentials out of the command line, one-line errors for
-    unknown config options, then Hydra; SIGTERM and SIGINT end the sweep's runs KILLED."""
-    sys.argv[1:] = scrub_argv(sys.argv[1:])
-    try:
-        check_group_choices(sys.argv[1:], Path(CONF_DIR))
-    except ConfigError as error:
-        exit_with(error)
-    lifecycle.install_signal_handlers()
-    try:
-        main()
-    except KeyboardInterrupt as error:
-        signum = getattr(error, "signum", signal.SIGINT)
-        lifecycle.end_active_sweep(f"interrupted by {signal.Signals(signum).name}")
-        print(
-            f"freeze-sweep: interrupted by {signal.Signals(signum).name}; runs ended KILLED, a re-run resumes them",
-            file=sys.stderr,
-        )
-        sys.exit(128 + signum)

@@ -80,7 +80,8 @@ class SweepCallback(Callback):
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = lifecycle.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
-        info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent)
+        parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
+        info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent, len(jobs), parallel)
         info.write(sweep_dir)
         lifecycle.set_active_sweep(client, info)
         self._heartbeat = lifecycle.Heartbeat(client, [parent]).__enter__()

@@ -25,6 +25,15 @@ class TrainResult:
     metrics: dict
 
 
+def merged(*callbacks: Callbacks) -> dict[str, list[Callable]]:
+    """Several sets of callbacks as one, each event's functions in the order given."""
+    result: dict[str, list[Callable]] = {}
+    for group in callbacks:
+        for event, functions in group.items():
+            result.setdefault(event, []).extend(functions)
+    return result
+
+
 def configure_ultralytics() -> None:
     from ultralytics.utils import SETTINGS
 

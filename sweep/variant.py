@@ -25,6 +25,7 @@ from sweep.freeze import (
     count_parameters,
     resolve_freeze,
 )
+from sweep.schedule import FreezeSchedule, check_single_device, resolve_schedule, value_label
 
 POSITIVE_TRAIN_KEYS = ("epochs", "imgsz")
 
@@ -39,20 +40,23 @@ class VariantSpec:
     freeze: object  # as given by the user
     freeze_layers: tuple[int, ...]
     architecture: Architecture
-    params: ParameterCounts
+    params: ParameterCounts  # counted for the first stage of a schedule
     train_args: dict = field(default_factory=dict)  # ultralytics train kwargs, device resolved
+    schedule: FreezeSchedule | None = None  # freeze first, unfreeze later; None: `freeze` throughout
+
+    @property
+    def switches(self) -> bool:
+        return self.schedule is not None and self.schedule.switches
 
     @property
     def freeze_label(self) -> str:
-        if isinstance(self.freeze, (list, tuple)):
-            return "[" + ",".join(str(i) for i in self.freeze) + "]"
-        return str(self.freeze)
+        return self.schedule.label if self.switches else value_label(self.freeze)
 
     @property
     def run_name(self) -> str:
         """What differs first, so the runs table shows it: `backbone 10/23 · yolov8n-demo`."""
         frozen = f"{len(self.freeze_layers)}/{self.architecture.num_layers}"
-        label = "" if isinstance(self.freeze, int) else f"{self.freeze_label} "
+        label = "" if isinstance(self.freeze, int) and not self.switches else f"{self.freeze_label} "
         return f"{label}{frozen} · {self.model_name}"
 
     def config_hash(self) -> str:
@@ -65,6 +69,8 @@ class VariantSpec:
             "freeze_layers": list(self.freeze_layers),
             "train": {k: v for k, v in self.train_args.items() if k not in ("device", "workers")},
         }
+        if self.switches:  # fixed freezing keeps the hash it always had
+            identity["freeze_schedule"] = self.schedule.as_param()
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _checkpoint_identity(self) -> str:
@@ -95,7 +101,13 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
     if OmegaConf.is_list(freeze):  # ultralytics silently freezes nothing for a ListConfig
         freeze = OmegaConf.to_container(freeze)
     layers = resolve_freeze(freeze, architecture)
-    params = count_parameters(_build_model(model_yaml, data.nc), layers)
+    model = _build_model(model_yaml, data.nc)
+    epochs = train_args["epochs"]
+    schedule = resolve_schedule(freeze, cfg.unfreeze_epoch, cfg.freeze_schedule, architecture, epochs, model)
+    check_single_device(schedule, train_args["device"])
+    if schedule is not None:
+        layers = list(schedule.first_layers)  # what ultralytics' own `freeze=` gets
+    params = count_parameters(model, layers)
     check_trainable(params, freeze, architecture)
     return VariantSpec(
         model_name=str(cfg.model.name),
@@ -108,6 +120,7 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
         architecture=architecture,
         params=params,
         train_args=train_args,
+        schedule=schedule,
     )
 
 
@@ -182,27 +195,13 @@ def check_ultralytics_args(args: dict) -> None:
 
 
 def resolve_device(device: object) -> str:
-    """An explicit value wins; else the CPU without a GPU, else one GPU per job in turn.
-
-    Round-robin by Hydra job number: with a parallel launcher (joblib, 4 workers, 4 GPUs) each
-    variant gets a GPU of its own; on SLURM each job sees only its own GPU, so it gets GPU 0.
-    """
+    """An explicit value wins; else the CPU without a GPU, else GPU 0 for validation (each job
+    then leases a free GPU of its own: sweep/gpu_lease.py)."""
     if device is not None and str(device) != "":
         return str(device)
     import torch
 
-    count = torch.cuda.device_count()
-    return str(_job_number() % count) if count else "cpu"
-
-
-def _job_number() -> int:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return 0
-    hc = HydraConfig.get()
-    return int(hc.job.get("num") or 0) if hc.mode == RunMode.MULTIRUN else 0
+    return "0" if torch.cuda.device_count() else "cpu"
 
 
 def _load_arch_yaml(arch: str) -> dict:

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sweep.app import CONF_DIR  # noqa: E402
+from sweep.cli import CONF_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

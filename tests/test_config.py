@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
-from sweep.app import CONF_DIR
+from sweep.cli import CONF_DIR
 from sweep.cli_check import group_options
 from sweep.train_defaults import OWN_KEYS, train_defaults
 from tests.conftest import compose_config

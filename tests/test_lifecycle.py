@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.signals import Interrupted, exit_code
 from sweep.tracking import lifecycle, names
 from sweep.tracking.credentials import redact, scrub_argv, without_credentials
 from sweep.tracking.store import open_experiment
@@ -100,14 +102,31 @@ def test_an_owner_on_another_host_is_judged_by_its_heartbeat(tmp_path: Path) -> 
     now = time.time()
     fresh = client.create_run(
         experiment_id,
-        tags={names.ROLE: names.ROLE_VARIANT, names.OWNER: "elsewhere:1:1", names.HEARTBEAT: f"{now - 5:.0f}"},
+        tags={
+            names.ROLE: names.ROLE_VARIANT,
+            names.OWNER: "elsewhere:1:1",
+            names.HEARTBEAT: f"{now - 5:.0f} elsewhere:1:1",
+        },
     )
     stale = client.create_run(
         experiment_id,
-        tags={names.ROLE: names.ROLE_VARIANT, names.OWNER: "elsewhere:2:1", names.HEARTBEAT: f"{now - 3600:.0f}"},
+        tags={
+            names.ROLE: names.ROLE_VARIANT,
+            names.OWNER: "elsewhere:2:1",
+            names.HEARTBEAT: f"{now - 3600:.0f} elsewhere:2:1",
+        },
+    )
+    dead_here = client.create_run(  # a parent whose launcher died here, last beaten by a job elsewhere
+        experiment_id,
+        tags={
+            names.ROLE: names.ROLE_PARENT,
+            names.OWNER: f"{socket.gethostname()}:999999:1",
+            names.HEARTBEAT: f"{now - 5:.0f} node7:12:1",
+        },
     )
     assert lifecycle.close_stale_runs(client, [experiment_id]) == [stale.info.run_id]
     assert client.get_run(fresh.info.run_id).info.status == "RUNNING"
+    assert client.get_run(dead_here.info.run_id).info.status == "RUNNING"  # its job elsewhere still beats
 
 
 def test_a_heartbeat_keeps_a_run_alive_and_reopens_it_if_closed_as_stale(tmp_path: Path) -> None:
@@ -138,5 +157,5 @@ def test_credentials_are_moved_out_of_the_uri_and_redacted(monkeypatch: pytest.M
 
 
 def test_signal_names_the_exit_code() -> None:
-    assert lifecycle.exit_code(lifecycle.Interrupted(signal.SIGTERM)) == 143
-    assert lifecycle.exit_code(lifecycle.Interrupted(signal.SIGINT)) == 130
+    assert exit_code(Interrupted(signal.SIGTERM)) == 143
+    assert exit_code(Interrupted(signal.SIGINT)) == 130

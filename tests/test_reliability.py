@@ -149,3 +149,138 @@ def test_unreachable_tracking_server_stops_the_sweep_before_any_run(tmp_path: Pa
     assert result.returncode == 2
     assert "tracking.uri=http://127.0.0.1:9: no MLflow server answers at 127.0.0.1:9" in result.stderr
     assert not list(tmp_path.glob("outputs/cache/demo-base-*"))
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The single line a failing command prints, with no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("freeze-sweep: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("garbage://x", "tracking.uri=garbage://x: the MLflow store cannot be used"),
+        ("http://127.0.0.1:9", "no MLflow server answers at 127.0.0.1:9"),
+    ],
+)
+def test_an_unusable_store_stops_the_sweep_with_one_line(tmp_path: Path, uri: str, message: str) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(["-m", *TINY, f"tracking.uri={uri}"], tmp_path, timeout=300)
+    assert message in one_line_error(result)
+    assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing trained
+
+
+def test_a_store_that_is_not_a_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    database = tmp_path / "outputs" / "mlflow.db"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"not a database" * 100)
+    result = run_cli(["-m", *TINY], tmp_path, timeout=300)
+    assert "the MLflow store cannot be used" in one_line_error(result)
+    assert database.read_bytes() == b"not a database" * 100
+
+
+def start_sweep(root: Path, cache_root: Path, overrides: list[str], name: str) -> subprocess.Popen:
+    sweep_dir = root / "outputs" / "multiruns" / name
+    args = [*TINY, f"paths.cache_dir={cache_root}/outputs/cache", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep", "-m", *args],
+        cwd=ROOT,
+        env={**os.environ, "FREEZE_SWEEP_ROOT": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_identical_sweeps_started_together_on_a_new_store_train_each_variant_once(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    build_variant(compose_config(cache_root, []))  # the shared tiny data exists before the race
+    sweeps = [start_sweep(tmp_path, cache_root, ["freeze=none,backbone"], name) for name in ("a", "b")]
+    outputs = [p.communicate(timeout=900)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    runs = variant_runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    hashes = [r.data.tags[names.CONFIG_HASH] for r in finished]
+    assert len(hashes) == 2 and len(set(hashes)) == 2, [(r.info.run_name, r.info.status) for r in runs]
+    assert all(r.info.status == "FINISHED" for r in runs)  # no duplicate, none left RUNNING or KILLED
+
+
+@pytest.mark.slow
+def test_one_sweep_whose_values_resolve_to_the_same_layers_trains_them_once(tmp_path: Path, cache_root: Path) -> None:
+    sweep = run_sweep(
+        tmp_path, cache_root, ["hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "freeze=10,backbone"]
+    )
+    assert sweep.result.returncode == 0, sweep.result.stdout[-3000:]
+    runs = variant_runs(sweep.tracking_uri)
+    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in runs]
+    assert "2/2 variants finished" in sweep.result.stdout
+
+
+def wait_for_epoch(results: Path, epochs: int, timeout_s: float = 400) -> None:
+    """Until `epochs` rows are in results.csv and last.pt is completely written."""
+    last = results.parent / "weights" / "last.pt"
+    deadline, size = time.monotonic() + timeout_s, -1
+    while time.monotonic() < deadline:
+        rows = len(results.read_text().splitlines()) - 1 if results.is_file() else 0
+        if rows >= epochs and last.is_file() and last.stat().st_size == size:
+            return
+        size = last.stat().st_size if last.is_file() else -1
+        time.sleep(0.05)
+    raise AssertionError(f"{results} never reached epoch {epochs}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_runs_killed_within_seconds_and_the_rerun_resumes(
+    tmp_path: Path, cache_root: Path, signum: signal.Signals
+) -> None:
+    process = start_sweep(tmp_path, cache_root, [f"train.epochs={EPOCHS}", "freeze=backbone"], "first")
+    wait_for_epoch(tmp_path / "outputs" / "multiruns" / "first" / "0" / "train" / "results.csv", 1)
+    sent = time.monotonic()
+    process.send_signal(signum)  # to the sweep's process only, as SLURM does
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signum, output[-3000:]
+    assert time.monotonic() - sent < 60
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    experiment = client.get_experiment_by_name("freeze-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags[names.ROLE]: r.info.status for r in runs} == {"parent": "KILLED", "variant": "KILLED"}
+    assert all(signum.name in r.data.tags[names.CLOSED_REASON] for r in runs)
+
+    second = run_sweep(tmp_path, cache_root, [f"train.epochs={EPOCHS}", "freeze=backbone"], name="second")
+    assert second.result.returncode == 0, second.result.stdout[-3000:]
+    assert "Resuming backbone 10/23" in second.result.stdout + second.result.stderr
+    (variant,) = [r for r in variant_runs(second.tracking_uri) if r.info.status == "FINISHED"]
+    steps = [m.step for m in client.get_metric_history(variant.info.run_id, "mAP50")]
+    assert steps == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_next_sweep_closes_the_dead_runs_and_reports_an_unreadable_checkpoint(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    process = start_sweep(tmp_path, cache_root, [f"train.epochs={EPOCHS}", "freeze=backbone"], "first")
+    results = tmp_path / "outputs" / "multiruns" / "first" / "0" / "train" / "results.csv"
+    wait_for_epoch(results, 1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    (results.parent / "weights" / "last.pt").write_bytes(b"cut short")
+    second = run_sweep(tmp_path, cache_root, [f"train.epochs={EPOCHS}", "freeze=backbone"], name="second")
+    output = second.result.stdout + second.result.stderr
+    assert second.result.returncode == 0, output[-3000:]
+    assert "cannot resume backbone 10/23 · yolov8n-demo" in output and "unreadable; retraining from the start" in output
+    client = MlflowClient(second.tracking_uri)
+    experiment = client.get_experiment_by_name("freeze-sweep")
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.id` = 'first'")
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2  # parent and variant
+    assert all(r.data.tags[names.CLOSED_REASON].startswith("owner ") for r in runs)

@@ -90,12 +90,11 @@ def test_device_is_the_cpu_without_a_gpu() -> None:
     assert variant.resolve_device(None) == "cpu"
 
 
-def test_device_one_gpu_per_job_with_several(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_device_an_explicit_value_wins_and_a_gpu_box_validates_on_gpu_0(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from sweep import variant
 
-    assert variant.resolve_device("0,1") == "0,1"  # an explicit value wins
+    assert variant.resolve_device("0,1") == "0,1"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # faked: no GPU here
-    monkeypatch.setattr(variant, "_job_number", lambda: 6)
-    assert variant.resolve_device(None) == "2"  # job 6 of a parallel sweep on 4 GPUs
+    assert variant.resolve_device(None) == "0"  # each job then leases its own GPU

@@ -2,7 +2,8 @@
 
 The store is the one thing every worker shares (one machine or many, SQLite or a server), so it
 also carries the coordination:
-- every run records its owner (host, pid) and a heartbeat; a RUNNING run whose owner is gone is
+- every run records its owner (host, pid) and a heartbeat; a RUNNING run whose owner is gone
+  (its process on this host, or its heartbeat from another host older than STALE_AFTER_S) is
   closed as KILLED, with the reason, by the next sweep or report;
 - a variant (config hash) is trained by one worker at a time: a worker claims it by creating its
   run and checking that no other live run of that hash exists (see `claim_variant`);
@@ -17,7 +18,6 @@ import json
 import logging
 import os
 import random
-import signal
 import socket
 import threading
 import time
@@ -50,12 +50,18 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
 
 
+def heartbeat_tag() -> str:
+    """When, and who beat: a run's heartbeat may come from another process than its owner (the
+    jobs of a sweep keep its parent alive, on whatever machine they run)."""
+    return f"{time.time():.0f} {owner_tag()}"
+
+
 def owner_tags() -> dict[str, str]:
-    return {names.OWNER: owner_tag(), names.HEARTBEAT: f"{time.time():.0f}"}
+    return {names.OWNER: owner_tag(), names.HEARTBEAT: heartbeat_tag()}
 
 
-def _owner_process_alive(owner: str) -> bool | None:
-    """Whether the owning process still runs; None when it ran on another host (ask its heartbeat)."""
+def _process_alive(owner: str) -> bool | None:
+    """Whether a process `host:pid:start` still runs; None when it ran on another host."""
     host, _, rest = owner.partition(":")
     pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
@@ -67,20 +73,20 @@ def _owner_process_alive(owner: str) -> bool | None:
 
 
 def is_alive(run: Run, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> bool:
-    """A RUNNING run is alive while its owner process runs (same host) or, for an owner elsewhere,
-    while its heartbeat is fresh. A parent run's heartbeat is also kept fresh by its jobs, which
-    may run on other machines (SLURM) after the launching process is gone."""
+    """A RUNNING run is alive while its owner or its last heartbeat's writer runs on this host,
+    or while a heartbeat written on another host is fresh."""
     if run.info.status != "RUNNING":
         return False
     tags = run.data.tags
-    process = _owner_process_alive(tags.get(names.OWNER, ""))
-    if process:
+    when, _, beater = tags.get(names.HEARTBEAT, "").partition(" ")
+    owner_here, beater_here = _process_alive(tags.get(names.OWNER, "")), _process_alive(beater)
+    if owner_here or beater_here:
         return True
-    heartbeat = float(tags.get(names.HEARTBEAT, 0) or 0)
-    fresh = (now or time.time()) - heartbeat < stale_after_s
-    if process is None or tags.get(names.ROLE) == names.ROLE_PARENT:
-        return fresh
-    return False
+    try:
+        fresh = (now or time.time()) - float(when) < stale_after_s
+    except ValueError:
+        return False
+    return fresh and beater_here is None
 
 
 class Heartbeat:
@@ -110,7 +116,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         for run_id in self.run_ids:
-            self.client.set_tag(run_id, names.HEARTBEAT, f"{time.time():.0f}")
+            self.client.set_tag(run_id, names.HEARTBEAT, heartbeat_tag())
         own = self.client.get_run(self.run_ids[0])
         closed_as_stale = own.data.tags.get(names.CLOSED_REASON, "").startswith(STALE_REASON)
         if not self._stop.is_set() and own.info.status == "KILLED" and closed_as_stale:
@@ -130,8 +136,8 @@ def close_stale_runs(client: MlflowClient, experiment_ids: list[str], extra_filt
         if is_alive(fresh, time.time()):
             continue
         owner = fresh.data.tags.get(names.OWNER, "an unknown process")
-        beat = float(fresh.data.tags.get(names.HEARTBEAT, 0) or 0)
-        since = f"last heartbeat {time.time() - beat:.0f} s ago" if beat else "no heartbeat"
+        beat = fresh.data.tags.get(names.HEARTBEAT, "").split(" ")[0]
+        since = f"last heartbeat {time.time() - float(beat):.0f} s ago" if beat else "no heartbeat"
         client.set_tag(run.info.run_id, names.CLOSED_REASON, f"{STALE_REASON} {owner} is gone ({since})")
         client.set_terminated(run.info.run_id, "KILLED")
         closed.append(run.info.run_id)
@@ -148,6 +154,8 @@ class SweepInfo:
     experiment_id: str
     sweep_id: str
     parent_run_id: str
+    n_variants: int = 0  # 0: unknown (a sweeper whose jobs are not known in advance)
+    parallel: int = 1  # variants trained at once
 
     def write(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -205,47 +213,6 @@ def end_active_sweep(reason: str) -> None:
     for client, info in _active:
         end_runs_killed(client, [info.parent_run_id], reason)
     _active.clear()
-
-
-# --- signals ------------------------------------------------------------------------------------
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGINT: unwinds training like Ctrl-C, so every run on the way ends KILLED."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-_interrupted: list[int] = []
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT raise `Interrupted` once in the main thread; the signal is passed on to
-    child processes (parallel workers), so they too end their runs KILLED before the exit."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _on_signal)
-
-
-def _on_signal(signum: int, _frame: object) -> None:
-    if _interrupted:  # one unwinding at a time: a second signal must not cut the cleanup short
-        return
-    _interrupted.append(signum)
-    children = psutil.Process().children()
-    for child in children:
-        try:
-            child.send_signal(signum)
-        except psutil.Error:
-            pass
-    psutil.wait_procs(children, timeout=20)
-    raise Interrupted(signum)
-
-
-def exit_code(error: Interrupted) -> int:
-    return 128 + error.signum
 
 
 # --- job status ---------------------------------------------------------------------------------
@@ -353,7 +320,8 @@ def claim_variant(
             client.delete_run(mine.info.run_id)
             time.sleep(random.uniform(0.2, 2.0))
             continue
-        return _train_or_resume(client, mine, [r for r in runs if r.info.status != "FINISHED"], rerun)
+        unfinished = [r for r in runs if r.info.status != "FINISHED"]
+        return _train_or_resume(client, mine, unfinished, rerun, tags)
 
 
 def _wait_until_not_alive(client: MlflowClient, run_id: str, poll_s: float) -> None:
@@ -361,16 +329,18 @@ def _wait_until_not_alive(client: MlflowClient, run_id: str, poll_s: float) -> N
         time.sleep(poll_s)
 
 
-def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rerun: bool) -> Claim:
+def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rerun: bool, tags: dict) -> Claim:
     """We hold the variant. Continue the newest resumable run in place of our fresh one (it is
-    made live before ours is withdrawn, so the variant is never unclaimed), else train in ours."""
+    made live before ours is withdrawn, so the variant is never unclaimed), else train in ours.
+    A continued run joins this sweep, and keeps its output folder (its checkpoint is there)."""
     for run in unfinished if not rerun else []:
         point = resume_point(run)
         if point is None:
             continue
         client.update_run(run.info.run_id, status="RUNNING")
-        for key, value in owner_tags().items():
-            client.set_tag(run.info.run_id, key, value)
+        for key, value in {**tags, **owner_tags()}.items():
+            if key != names.OUTPUT_DIR:
+                client.set_tag(run.info.run_id, key, value)
         client.set_tag(run.info.run_id, names.CLOSED_REASON, "")
         client.delete_run(mine.info.run_id)
         others = [r for r in unfinished if r.info.run_id != run.info.run_id]

@@ -44,6 +44,7 @@ P_PARAMS_TOTAL = "params_total"
 P_PARAMS_TRAINABLE = "params_trainable"
 P_PARAMS_FROZEN = "params_frozen"
 P_TRAINABLE_PCT = "trainable_pct"
+P_FREEZE_SCHEDULE = "freeze_schedule"  # [[first epoch, [layers]], ...] of a schedule that switches
 P_SEED = "train.seed"
 P_EPOCHS = "train.epochs"
 
@@ -58,6 +59,7 @@ VAL_LOSSES = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
 LR = "lr"
 EPOCH_TIME = "epoch_time_s"
 IMAGES_PER_S = "images_per_s"
+TRAINABLE_PARAMS = "trainable_params"  # per epoch: shows a freeze schedule's switches
 
 # Final metrics.
 BEST = {name: f"best/{name}" for name in EPOCH_METRICS}

@@ -6,18 +6,20 @@ leaks from one variant to the next in a reused process.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from sweep.schedule import trainable_params
 from sweep.tracking import names
-from sweep.tracking.resources import ResourceMonitor
+from sweep.tracking.resources import ResourceMonitor, gpu_indices
+from sweep.tracking.results_follower import ResultsFollower, parse_rows
 from sweep.variant import VariantSpec, describe_layers
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def variant_params(spec: VariantSpec) -> dict[str, str]:
         names.P_PARAMS_FROZEN: p.frozen,
         names.P_TRAINABLE_PCT: f"{p.trainable_pct:.2f}",
     }
+    if spec.switches:
+        params[names.P_FREEZE_SCHEDULE] = spec.schedule.as_param()
     params.update({f"train.{k}": v for k, v in spec.train_args.items()})
     return {k: str(v)[:6000] for k, v in params.items()}
 
@@ -101,6 +105,8 @@ class VariantRun:
         self._images_per_s = 0.0
         self._logged_epochs: set[int] = set()
         self._time_before_resume = 0.0
+        self._previous_row_time = 0.0
+        self._last_row: dict[str, float] | None = None
 
     @classmethod
     def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
@@ -131,16 +137,35 @@ class VariantRun:
         a kill between ultralytics saving last.pt and our epoch callback loses exactly those."""
         if not results_csv.is_file():
             return
-        previous_time = 0.0
-        with results_csv.open() as f:
-            for raw in csv.DictReader(f):
-                row = {k.strip(): float(v) for k, v in raw.items() if v not in (None, "")}
-                epoch = int(row["epoch"])
-                if epoch <= up_to_epoch:
-                    metrics = epoch_metrics(row)
-                    metrics[names.EPOCH_TIME] = row["time"] - previous_time
-                    self._log_epoch(metrics, epoch)
-                previous_time = row["time"]
+        for row in parse_rows(results_csv.read_text().splitlines(keepends=True)):
+            if row["epoch"] <= up_to_epoch:
+                self.log_results_row(row)
+            self._previous_row_time = row["time"]
+
+    def log_results_row(self, row: dict[str, float]) -> None:
+        """One epoch as ultralytics wrote it to results.csv (its `time` column is cumulative)."""
+        metrics = epoch_metrics(row)
+        metrics[names.EPOCH_TIME] = row["time"] - self._previous_row_time
+        self._previous_row_time = row["time"]
+        self._last_row = row
+        self._log_epoch(metrics, int(row["epoch"]))
+
+    @contextmanager
+    def follow_results(self, save_dir: Path, after_epoch: int):
+        """With several GPUs ultralytics trains in a DDP subprocess where our callbacks never run:
+        the epochs then reach MLflow from its results.csv, and the final figures from its last row."""
+        if len(gpu_indices(self.spec.train_args["device"])) < 2:
+            yield
+            return
+        results = save_dir / "results.csv"
+        if after_epoch == 0:
+            results.unlink(missing_ok=True)  # a fresh training's file, not a leftover's rows
+        started = time.monotonic()
+        with ResultsFollower(results, self.log_results_row, after_epoch=after_epoch):
+            yield
+        final = {names.BEST[VAL_KEYS[k]]: v for k, v in (self._last_row or {}).items() if VAL_KEYS.get(k) in names.BEST}
+        final[names.TRAIN_TIME] = self._time_before_resume + time.monotonic() - started
+        self.log_metrics(final, step=int((self._last_row or {}).get("epoch", 0)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -175,6 +200,7 @@ class VariantRun:
         metrics = epoch_metrics(row)
         metrics[names.EPOCH_TIME] = trainer.epoch_time
         metrics[names.IMAGES_PER_S] = self._images_per_s
+        metrics[names.TRAINABLE_PARAMS] = trainable_params(trainer)
         self._log_epoch(metrics, trainer.epoch + 1)
 
     def _log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
@@ -202,6 +228,8 @@ class VariantRun:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.monitor.__exit__(exc_type, exc, tb)
         self._system.finish()
+        if self.monitor.gpu_source:
+            self.client.set_tag(self.run_id, names.GPU_SOURCE, self.monitor.gpu_source)
         self.log_metrics(self.monitor.summary(), step=0)
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
