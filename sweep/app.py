@@ -100,7 +100,7 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
     callbacks = merged(run.callbacks(), schedule, progress.callbacks())
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
-    with run, lifecycle.Heartbeat(client, [run.run_id, parent]), quiet:
+    with quiet, run, lifecycle.Heartbeat(client, [run.run_id, parent]):
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
             result = train(
                 spec.checkpoint or spec.arch,

@@ -48,6 +48,20 @@ def ultralytics_output_to(path: Path, verbose: bool) -> Iterator[None]:
                 q.setLevel(level)
 
 
+@contextlib.contextmanager
+def ultralytics_quiet() -> Iterator[None]:
+    """Ultralytics' info lines off while the tool only asks it a question (builds a model to count
+    its parameters, checks an optimizer name): they would read as if training had started."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
 def duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -70,19 +84,21 @@ class Progress:
     def __post_init__(self) -> None:
         self._started = time.monotonic()
         self._first_epoch: int | None = None
-        self._last_epoch = 0
+        self._trained_epoch = -1
 
     def callbacks(self) -> dict[str, list]:
-        return {"on_fit_epoch_end": [self._on_fit_epoch_end]}
+        return {"on_train_epoch_end": [self._on_train_epoch_end], "on_fit_epoch_end": [self._on_fit_epoch_end]}
+
+    def _on_train_epoch_end(self, trainer) -> None:
+        self._trained_epoch = trainer.epoch
 
     def header(self, text: str) -> None:
         self._print(f"{self.label}: {text}")
 
     def _on_fit_epoch_end(self, trainer) -> None:
-        epoch = trainer.epoch + 1
-        if epoch == self._last_epoch:  # ultralytics' final re-validation of best.pt
+        if trainer.epoch != self._trained_epoch:  # ultralytics' final re-validation of best.pt
             return
-        self._last_epoch = epoch
+        epoch = trainer.epoch + 1
         if self._first_epoch is None:
             self._first_epoch = epoch
         per_epoch = (time.monotonic() - self._started) / (epoch - self._first_epoch + 1)

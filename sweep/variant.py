@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO, checkpoint_identity, model_yaml_of, resolve_checkpoint
+from sweep.console import ultralytics_quiet
 from sweep.dataset_checks import check_dataset_files
 from sweep.datasets import DataInfo, resolve_data
 from sweep.errors import ConfigError
@@ -160,7 +161,8 @@ def check_optimizer(name: object) -> None:
     from ultralytics.engine.trainer import BaseTrainer
 
     try:
-        BaseTrainer.build_optimizer(SimpleNamespace(args=None, data={}), nn.Conv2d(1, 1, 1), name=str(name))
+        with ultralytics_quiet():
+            BaseTrainer.build_optimizer(SimpleNamespace(args=None, data={}), nn.Conv2d(1, 1, 1), name=str(name))
     except NotImplementedError as error:
         raise ConfigError(f"train.optimizer={name}: {str(error).splitlines()[0]}") from None
 
@@ -220,7 +222,8 @@ def _build_model(model_yaml: dict, nc: int):
     """The network the trainer will build: same yaml, the dataset's class count."""
     from ultralytics.nn.tasks import DetectionModel
 
-    return DetectionModel(model_yaml, nc=nc, verbose=False)
+    with ultralytics_quiet():
+        return DetectionModel(model_yaml, nc=nc, verbose=False)
 
 
 def describe_layers(layers: tuple[int, ...]) -> str:

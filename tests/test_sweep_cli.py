@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,23 @@ def test_frozen_weights_and_bn_statistics_stay_at_the_base(tiny_sweep: Sweep, jo
     trainable_layers = {int(k.split(".")[1]) for k in before if not is_frozen(k, layers)}
     changed_layers = {int(k.split(".")[1]) for k in before if not is_frozen(k, layers) and moved(k)}
     assert changed_layers == trainable_layers
+
+
+def test_the_console_is_quiet_and_says_where_the_sweep_stands(tiny_sweep: Sweep) -> None:
+    output = tiny_sweep.result.stdout + tiny_sweep.result.stderr
+    assert len(output.splitlines()) < 100, len(output.splitlines())
+    assert "Freezing layer" not in output and "engine/trainer:" not in output
+    assert re.search(r"\[2/3\] backbone 10/23 · yolov8n-demo  epoch 2/2 .* sweep: ~\S+ left", output)
+    assert "epoch 3/2" not in output  # ultralytics' final re-validation is not an epoch
+    assert re.search(r"\[3/3\] all_but_head 22/23 · yolov8n-demo  done: mAP50 \d\.\d{3}", output)
+    train_log = (tiny_sweep.sweep_dir / "1" / "train.log").read_text()
+    assert "Freezing layer 'model.9." in train_log  # ultralytics' own output is kept, in the log
+
+
+def test_help_describes_the_tool_presets_and_default_sweep(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(["--help"], tmp_path, timeout=120)
+    assert result.returncode == 0
+    for expected in ("how much of a pretrained detector", "all_but_head", "freeze=none,backbone,all_but_head", "-m"):
+        assert expected in result.stdout

@@ -18,6 +18,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import file_sha256
+from sweep.console import ultralytics_output_to
 from sweep.demo.data import DemoDataSpec, ensure_dataset
 from sweep.training import train
 
@@ -70,14 +71,17 @@ def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
 def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str) -> None:
     args = OmegaConf.to_container(model_cfg.pretrain.train, resolve=True)
     data = ensure_dataset(_source_spec(model_cfg), cache_dir)
-    log.info(
-        "Pretraining the demo base (%s, %d epochs on the source task); cached for later sweeps",
-        model_cfg.arch,
-        args["epochs"],
-    )
     building = folder.with_name(f"{folder.name}.building")
     shutil.rmtree(building, ignore_errors=True)
-    result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device})
+    building.mkdir(parents=True)
+    log.info(
+        "Pretraining the demo base (%s, %d epochs on the source task; log: %s); cached for later sweeps",
+        model_cfg.arch,
+        args["epochs"],
+        folder / "pretrain.log",
+    )
+    with ultralytics_output_to(building / "pretrain.log", verbose=False):
+        result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device})
     best = building / "weights" / "best.pt"
     (building / MANIFEST).write_text(json.dumps({"sha256": file_sha256(best), "key": folder.name}, indent=2))
     log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
