@@ -51,7 +51,7 @@ def run_variant(cfg: DictConfig) -> dict:
         with own_gpu(cfg):
             return train_variant(cfg, job_dir, status)
     except BaseException as error:
-        status.update(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        status.update(status="KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         status["error"] = failure_message(error)
         raise
     finally:

@@ -239,7 +239,7 @@ class VariantRun:
         self.client.set_tag(
             self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:]
         )
-        killed = isinstance(exc, KeyboardInterrupt)
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))  # a signal, or submitit requeueing the job
         if killed:
             self.client.set_tag(
                 self.run_id, names.CLOSED_REASON, f"interrupted ({exc or 'SIGINT'}); resumes from last.pt"
