@@ -164,11 +164,17 @@ def add_variant(
     epochs: int = 3,
     model: str = "yolov8n",
     lr0: str = "0.01",
+    span: tuple[int, int] | None = None,
 ) -> str:
-    """One variant run with the tags, params and metrics a real one has (fewer train args)."""
+    """One variant run with the tags, params and metrics a real one has (fewer train args).
+
+    `span`: start and end time (ms) to give it, e.g. to make two runs overlap."""
     device = "0" if gpu else "cpu"
     tags = {names.PARENT_RUN_ID: parent, names.ROLE: names.ROLE_VARIANT, names.DEVICE: device}
-    run_id = client.create_run(experiment_id, run_name=f"v-freeze-{frozen}-seed-{seed}", tags=tags).info.run_id
+    start = span[0] if span else None
+    run_id = client.create_run(
+        experiment_id, run_name=f"v-freeze-{frozen}-seed-{seed}", tags=tags, start_time=start
+    ).info.run_id
     params = {
         names.P_MODEL: model,
         names.P_ARCH: f"{model}.yaml",
@@ -200,7 +206,7 @@ def add_variant(
     if error:
         client.set_tag(run_id, names.ERROR, error)
     if status != "RUNNING":
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time=span[1] if span else None)
     return run_id
 
 
@@ -377,3 +383,71 @@ def test_a_missing_store_is_reported_not_created(tmp_path: Path, capsys: pytest.
     assert main(["--tracking-uri", f"sqlite:///{database}"]) == 2
     assert f"no MLflow database at {database}" in capsys.readouterr().err
     assert not database.exists()
+
+
+# --- the verdict and the parent run as the sweep's summary ----------------------------------------
+
+
+def test_the_cheapest_variant_within_a_point_of_the_best_is_recommended_and_summarised_in_mlflow(
+    store: str, tmp_path: Path
+) -> None:
+    client, exp, parent = new_sweep(store, "verdict", "s1")
+    for frozen, best, seconds in ((0, 0.500, 100.0), (10, 0.495, 60.0), (22, 0.400, 40.0)):
+        add_variant(client, exp, parent, frozen, best=best, train_time=seconds)
+    sweeps = find_sweeps(client, "verdict")
+    report = make_report(client, sweeps, tmp_path)
+    table, verdict = report.table, report.verdict
+    assert table.loc[verdict.recommended, "frozen_layers"] == 10 and table.loc[verdict.best, "frozen_layers"] == 0
+    assert (verdict.tolerance, verdict.tolerance_reason) == (0.01, "one point")
+    assert list(table.loc[verdict.pareto, "frozen_layers"]) == [22, 10, 0]  # cheapest first
+    assert report.markdown.startswith("**Recommendation:** yolov8n freeze=10 (10 layers frozen, 60.0% of")
+    assert "1.7x faster" in report.markdown and "**Swept:** freeze: 0, 10, 22." in report.markdown
+    page = (tmp_path / "report.html").read_text()
+    assert "<tr class='recommended'>" in page and page.count("<tr class='pareto'>") == 2
+
+    def frozen_of(tolerance: float) -> int:
+        return make_report(client, sweeps, tmp_path, log_artifacts=False, tolerance=tolerance).verdict.recommended
+
+    assert table.loc[frozen_of(0.2), "frozen_layers"] == 22
+    assert table.loc[frozen_of(0.001), "frozen_layers"] == 0
+
+    run = client.get_run(parent)
+    assert run.data.tags["sweep.recommended"] == "yolov8n freeze=10"
+    assert run.data.tags["mlflow.note.content"].count("**Recommendation:**") == 1
+    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"
+    assert run.data.params["model"] == "yolov8n" and run.data.params["train.epochs"] == "3"
+    history = client.get_metric_history(parent, "sweep/best_mAP50-95")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (10, 0.495), (22, 0.4)]
+    children = [client.get_run(run_id) for run_id in table["run_ids"]]
+    assert len({c.data.tags["mlflow.runColor"] for c in children}) == 3
+    assert [c.data.metrics[names.P_FROZEN_LAYERS] for c in children] == [0, 10, 22]  # sortable in the UI
+
+    add_variant(client, exp, parent, 5, best=0.6, train_time=50.0)  # a later refresh: the verdict moves
+    refreshed = make_report(client, sweeps, tmp_path)
+    run = client.get_run(parent)
+    assert run.data.tags["sweep.recommended"] == "yolov8n freeze=5"
+    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"  # params cannot change: kept, and said
+    assert any("param sweep.swept kept" in w for w in refreshed.warnings)
+    assert len(client.get_metric_history(parent, "sweep/best_mAP50-95")) == 4  # same points re-logged once
+
+
+def test_replicates_set_the_tolerance_and_parallel_or_starved_timings_are_flagged(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "spread", "s1")
+    for seed, best in enumerate((0.50, 0.56)):
+        add_variant(client, exp, parent, 0, seed=seed, best=best, span=(1000, 9000))
+    slow = add_variant(client, exp, parent, 10, best=0.50, train_time=50.0, span=(5000, 12000))  # overlaps both
+    client.log_metric(slow, names.CPU_UTIL_MEAN, 30.0)
+    report = make_report(client, find_sweeps(client, "spread"), tmp_path, log_artifacts=False)
+    assert report.verdict.tolerance_reason == "replicate spread"
+    assert report.verdict.tolerance == pytest.approx(statistics.stdev([0.50, 0.56]))
+    assert report.table.loc[report.verdict.recommended, "frozen_layers"] == 10  # 0.50 is within 0.042 of 0.53
+    warnings = [line for line in report.markdown.splitlines() if line.startswith("> warning:")]
+    assert "trained at the same time on one device" in warnings[0] and "freeze=10" in warnings[0]
+    assert "CPU time far below wall time" in warnings[1] and "yolov8n freeze=10 30%" in warnings[1]
+
+
+def test_a_bad_tolerance_is_one_line_naming_what_is_accepted(store: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--tracking-uri", store, "--tolerance", "5"]) == 2
+    assert capsys.readouterr().err == (
+        "freeze-sweep-report: error: --tolerance 5.0: give a difference of mAP50-95 in [0, 1), e.g. 0.01 for one point\n"
+    )
