@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     share_view(client, sweep.experiment_id)
+    # Ctrl-C and SIGTERM both stop the server: a shell's background job inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = start_server(uri, args.host, args.port)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
