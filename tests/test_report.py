@@ -22,7 +22,7 @@ from PIL import Image
 
 from sweep.report import runs, write_report
 from sweep.report.cli import main
-from sweep.report.plots import accuracy_vs_time, epoch_curves, resource_curves
+from sweep.report.plots import accuracy_vs_time, against_freeze, epoch_curves, resource_curves
 from sweep.report.runs import (
     EPOCH_SERIES,
     GPU_SERIES,
@@ -404,6 +404,10 @@ def test_the_cheapest_variant_within_a_point_of_the_best_is_recommended_and_summ
     assert "1.7x faster" in report.markdown and "**Swept:** freeze: 0, 10, 22." in report.markdown
     page = (tmp_path / "report.html").read_text()
     assert "<tr class='recommended'>" in page and page.count("<tr class='pareto'>") == 2
+    accuracy = against_freeze(table, verdict.recommended).axes[0]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["0\n100%", "10\n60%", "22\n12%"]
+    ring = [line for line in accuracy.get_lines() if line.get_label() == "recommended"][0]
+    assert (list(ring.get_xdata()), list(ring.get_ydata())) == ([10], [0.495])
 
     def frozen_of(tolerance: float) -> int:
         return make_report(client, sweeps, tmp_path, log_artifacts=False, tolerance=tolerance).verdict.recommended
