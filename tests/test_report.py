@@ -22,7 +22,7 @@ from PIL import Image
 
 from sweep.report import runs, write_report
 from sweep.report.cli import main
-from sweep.report.plots import accuracy_vs_time, epoch_curves, resource_curves
+from sweep.report.plots import accuracy_vs_time, against_freeze, epoch_curves, resource_curves
 from sweep.report.runs import (
     EPOCH_SERIES,
     GPU_SERIES,
@@ -39,8 +39,21 @@ from sweep.tracking.store import open_experiment, read_sweep_file
 from sweep.tracking.sweeps import connect, find_sweeps
 from tests.conftest import Sweep, run_cli
 
-PNGS = ("map_curves.png", "resources.png", "accuracy_vs_time.png")
+PNGS = ("against_freeze.png", "accuracy_vs_time.png", "map_curves.png", "resources.png")
 REPORT_FILES = {"report.md", "report.csv", "report.html", *PNGS}
+
+
+def table_rows(markdown: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table in printed report text, by column name."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|:---") or line.startswith("|---"))
+    header = [c.strip() for c in lines[start - 1].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip().strip("|").split(" | ")), strict=True)))
+    return rows
 
 
 # --- the real store of the tiny sweep -------------------------------------------------------------
@@ -53,9 +66,11 @@ def test_the_report_of_the_tiny_sweep_shows_what_mlflow_holds(tiny_sweep: Sweep)
     out = tiny_sweep.sweep_dir / "report"  # the default: the parent's sweep.dir + /report
     assert REPORT_FILES <= {p.name for p in out.iterdir()}
 
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| yolov8n-demo")]
-    assert [row.split("|")[2].strip() for row in rows] == ["none", "backbone", "all_but_head"]
-    assert [row.split("|")[3].strip() for row in rows] == ["0", "10", "22"]
+    rows = table_rows(result.stdout)
+    assert [row["freeze"] for row in rows] == ["none", "backbone", "all_but_head"]
+    assert [row["frozen layers"] for row in rows] == ["0", "10", "22"]
+    assert not {"model", "status", "n", "GPU mem (MB)", "GPU util %", "Δ GPU mem"} & set(rows[0])  # said once above
+    assert "held fixed: model yolov8n-demo" in result.stdout.lower()
 
     client = MlflowClient(tiny_sweep.tracking_uri)
     parent = read_sweep_file(tiny_sweep.sweep_dir)["parent_run_id"]
@@ -79,7 +94,7 @@ def test_the_report_of_the_tiny_sweep_shows_what_mlflow_holds(tiny_sweep: Sweep)
         assert pd.isna(row["gpu_mem_mb"]) and pd.isna(row["gpu_util_pct"])  # a CPU sweep
     assert table["speedup"].iloc[0] == 1.0
     assert table["speedup"].iloc[2] == pytest.approx(table["train_time_s"].iloc[0] / table["train_time_s"].iloc[2])
-    assert all(row.split("|")[14].strip() == "n/a" for row in rows)  # GPU mem
+    assert table["gpu_mem_mb"].isna().all()  # in the CSV, although no table shows the column
 
     for name in PNGS:
         with Image.open(out / name) as image:
@@ -149,11 +164,17 @@ def add_variant(
     epochs: int = 3,
     model: str = "yolov8n",
     lr0: str = "0.01",
+    span: tuple[int, int] | None = None,
 ) -> str:
-    """One variant run with the tags, params and metrics a real one has (fewer train args)."""
+    """One variant run with the tags, params and metrics a real one has (fewer train args).
+
+    `span`: start and end time (ms) to give it, e.g. to make two runs overlap."""
     device = "0" if gpu else "cpu"
     tags = {names.PARENT_RUN_ID: parent, names.ROLE: names.ROLE_VARIANT, names.DEVICE: device}
-    run_id = client.create_run(experiment_id, run_name=f"v-freeze-{frozen}-seed-{seed}", tags=tags).info.run_id
+    start = span[0] if span else None
+    run_id = client.create_run(
+        experiment_id, run_name=f"v-freeze-{frozen}-seed-{seed}", tags=tags, start_time=start
+    ).info.run_id
     params = {
         names.P_MODEL: model,
         names.P_ARCH: f"{model}.yaml",
@@ -185,7 +206,7 @@ def add_variant(
     if error:
         client.set_tag(run_id, names.ERROR, error)
     if status != "RUNNING":
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time=span[1] if span else None)
     return run_id
 
 
@@ -212,11 +233,12 @@ def test_replicates_are_pooled_unfinished_runs_marked_and_rows_sorted_by_layers(
     assert table.at[5, "note"] == "epoch 2/3"
     assert pd.isna(table.at[22, MAP50_95]) and pd.isna(table.at[22, "speedup"])
 
-    lines = {line.split("|")[3].strip(): line for line in report.markdown.splitlines() if line.startswith("| yolov8n")}
-    assert "0.510 ± 0.014" in lines["0"] and "| 2 |" in lines["0"]
-    assert "FAILED" in lines["22"] and "RuntimeError: boom" in lines["22"] and "n/a" in lines["22"]
-    assert "RUNNING" in lines["5"]
-    assert "1.62x" in lines["10"]
+    rows = {row["frozen layers"]: row for row in table_rows(report.markdown)}
+    assert rows["0"][MAP50_95] == "0.510 ± 0.014" and rows["0"]["n"] == "2"
+    assert rows["22"]["status"] == "FAILED" and rows["22"]["note"] == "RuntimeError: boom"
+    assert rows["22"][MAP50_95] == "n/a"
+    assert rows["5"]["status"] == "RUNNING"
+    assert rows["10"]["speedup"] == "1.62x"
 
     histories = load_histories(client, load_runs(client, find_sweeps(client, "replicates")), EPOCH_SERIES)
     fig = epoch_curves(report.table, histories)
@@ -233,8 +255,7 @@ def test_without_an_unfrozen_variant_speedup_and_deltas_are_na(store: str, tmp_p
     add_variant(client, exp, parent, 22)
     report = make_report(client, find_sweeps(client, "no-baseline"), tmp_path, log_artifacts=False)
     assert report.table["speedup"].isna().all()
-    rows = [line for line in report.markdown.splitlines() if line.startswith("| yolov8n")]
-    assert all(line.split("|")[13].strip() == "n/a" for line in rows)  # speedup
+    assert "speedup" not in table_rows(report.markdown)[0]  # n/a in every row: left out
     assert "n/a for rows without one" in report.markdown
 
 
@@ -266,8 +287,8 @@ def test_gpu_figures_when_logged_na_when_not(store: str, tmp_path: Path) -> None
     assert list(table["gpu_mem_mb"].iloc[:2]) == [4000.0, 3000.0]
     assert table.at[1, "delta_gpu_mem_pct"] == pytest.approx(-25.0)
     report = make_report(client, find_sweeps(client, "gpu"), tmp_path, log_artifacts=False)
-    cpu_row = [line for line in report.markdown.splitlines() if line.startswith("| yolov8n | 22 ")][0]
-    assert cpu_row.split("|")[14].strip() == "n/a"
+    rows = table_rows(report.markdown)
+    assert [row["GPU mem (MB)"] for row in rows] == ["4,000", "3,000", "n/a"]
 
     fig = resource_curves(table, histories)
     titles = [ax.get_title() for ax in fig.axes]
@@ -362,3 +383,75 @@ def test_a_missing_store_is_reported_not_created(tmp_path: Path, capsys: pytest.
     assert main(["--tracking-uri", f"sqlite:///{database}"]) == 2
     assert f"no MLflow database at {database}" in capsys.readouterr().err
     assert not database.exists()
+
+
+# --- the verdict and the parent run as the sweep's summary ----------------------------------------
+
+
+def test_the_cheapest_variant_within_a_point_of_the_best_is_recommended_and_summarised_in_mlflow(
+    store: str, tmp_path: Path
+) -> None:
+    client, exp, parent = new_sweep(store, "verdict", "s1")
+    for frozen, best, seconds in ((0, 0.500, 100.0), (10, 0.495, 60.0), (22, 0.400, 40.0)):
+        add_variant(client, exp, parent, frozen, best=best, train_time=seconds)
+    sweeps = find_sweeps(client, "verdict")
+    report = make_report(client, sweeps, tmp_path)
+    table, verdict = report.table, report.verdict
+    assert table.loc[verdict.recommended, "frozen_layers"] == 10 and table.loc[verdict.best, "frozen_layers"] == 0
+    assert (verdict.tolerance, verdict.tolerance_reason) == (0.01, "one point")
+    assert list(table.loc[verdict.pareto, "frozen_layers"]) == [22, 10, 0]  # cheapest first
+    assert report.markdown.startswith("**Recommendation:** yolov8n freeze=10 (10 layers frozen, 60.0% of")
+    assert "1.7x faster" in report.markdown and "**Swept:** freeze: 0, 10, 22." in report.markdown
+    page = (tmp_path / "report.html").read_text()
+    assert "<tr class='recommended'>" in page and page.count("<tr class='pareto'>") == 2
+    accuracy = against_freeze(table, verdict.recommended).axes[0]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["0\n100%", "10\n60%", "22\n12%"]
+    ring = [line for line in accuracy.get_lines() if line.get_label() == "recommended"][0]
+    assert (list(ring.get_xdata()), list(ring.get_ydata())) == ([10], [0.495])
+
+    def frozen_of(tolerance: float) -> int:
+        return make_report(client, sweeps, tmp_path, log_artifacts=False, tolerance=tolerance).verdict.recommended
+
+    assert table.loc[frozen_of(0.2), "frozen_layers"] == 22
+    assert table.loc[frozen_of(0.001), "frozen_layers"] == 0
+
+    run = client.get_run(parent)
+    assert run.data.tags["sweep.recommended"] == "yolov8n freeze=10"
+    assert run.data.tags["mlflow.note.content"].count("**Recommendation:**") == 1
+    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"
+    assert run.data.params["model"] == "yolov8n" and run.data.params["train.epochs"] == "3"
+    history = client.get_metric_history(parent, "sweep/best_mAP50-95")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (10, 0.495), (22, 0.4)]
+    children = [client.get_run(run_id) for run_id in table["run_ids"]]
+    assert len({c.data.tags["mlflow.runColor"] for c in children}) == 3
+    assert [c.data.metrics[names.P_FROZEN_LAYERS] for c in children] == [0, 10, 22]  # sortable in the UI
+
+    add_variant(client, exp, parent, 5, best=0.6, train_time=50.0)  # a later refresh: the verdict moves
+    refreshed = make_report(client, sweeps, tmp_path)
+    run = client.get_run(parent)
+    assert run.data.tags["sweep.recommended"] == "yolov8n freeze=5"
+    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"  # params cannot change: kept, and said
+    assert any("param sweep.swept kept" in w for w in refreshed.warnings)
+    assert len(client.get_metric_history(parent, "sweep/best_mAP50-95")) == 4  # same points re-logged once
+
+
+def test_replicates_set_the_tolerance_and_parallel_or_starved_timings_are_flagged(store: str, tmp_path: Path) -> None:
+    client, exp, parent = new_sweep(store, "spread", "s1")
+    for seed, best in enumerate((0.50, 0.56)):
+        add_variant(client, exp, parent, 0, seed=seed, best=best, span=(1000, 9000))
+    slow = add_variant(client, exp, parent, 10, best=0.50, train_time=50.0, span=(5000, 12000))  # overlaps both
+    client.log_metric(slow, names.CPU_UTIL_MEAN, 30.0)
+    report = make_report(client, find_sweeps(client, "spread"), tmp_path, log_artifacts=False)
+    assert report.verdict.tolerance_reason == "replicate spread"
+    assert report.verdict.tolerance == pytest.approx(statistics.stdev([0.50, 0.56]))
+    assert report.table.loc[report.verdict.recommended, "frozen_layers"] == 10  # 0.50 is within 0.042 of 0.53
+    warnings = [line for line in report.markdown.splitlines() if line.startswith("> warning:")]
+    assert "trained at the same time on one device" in warnings[0] and "freeze=10" in warnings[0]
+    assert "CPU time far below wall time" in warnings[1] and "yolov8n freeze=10 30%" in warnings[1]
+
+
+def test_a_bad_tolerance_is_one_line_naming_what_is_accepted(store: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--tracking-uri", store, "--tolerance", "5"]) == 2
+    assert capsys.readouterr().err == (
+        "freeze-sweep-report: error: --tolerance 5.0: give a difference of mAP50-95 in [0, 1), e.g. 0.01 for one point\n"
+    )

@@ -2,6 +2,7 @@
 
     freeze-sweep-report                          # the latest sweep
     freeze-sweep-report --sweep 2025-01-31_12-00-00-000000 --sweep 2025-02-01_09-30-00-000000
+    freeze-sweep-report --tolerance 0.02         # recommend within 2 points of the best mAP50-95
 
 Exit codes: 0 written (failed variants are shown, not fatal), 2 bad input (no store, unknown or
 empty sweep).
@@ -47,20 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default: <sweep dir>/report, else <outputs>/reports/<sweep ids>)",
     )
-    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="MAP",
+        help="recommend the cheapest variant whose mAP50-95 is at most this much below the best "
+        "(default: the replicates' spread, else 0.01 = one point)",
+    )
+    p.add_argument(
+        "--no-log", action="store_true", help="do not log the report to the sweep's parent run nor update its summary"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from sweep.report.verdict import check_tolerance
     from sweep.report.write import make_report
     from sweep.tracking.store import default_tracking_uri
     from sweep.tracking.sweeps import connect, find_sweeps
 
     try:
+        tolerance = check_tolerance(args.tolerance)
         client = connect(args.tracking_uri or default_tracking_uri())
         sweeps = find_sweeps(client, args.experiment, args.sweep)
-        report = make_report(client, sweeps, args.out, log_artifacts=not args.no_log)
+        report = make_report(client, sweeps, args.out, log_artifacts=not args.no_log, tolerance=tolerance)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR

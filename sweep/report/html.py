@@ -1,7 +1,12 @@
-"""The report as one self-contained HTML page: the table, notes, and the plots as base64 PNG."""
+"""The report as one self-contained HTML page: the verdict, the table, notes, and the plots as base64 PNG.
+
+Laid out to be read without scrolling sideways on a 1,024 px wide window: headers wrap, and the
+columns that say nothing are already gone (`table.compact`).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,35 +15,56 @@ from sweep.html_page import embedded_plots, page
 from sweep.html_page import escape as _e
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td.text { text-align: left; white-space: normal; }
+body { font-family: system-ui, sans-serif; margin: 1em; color: #222; max-width: 1200px; }
+h1 { font-size: 1.4em; overflow-wrap: anywhere; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 5px; text-align: right; }
+td { white-space: nowrap; } th { background: #f0f0f0; font-weight: 600; }
+td.text { text-align: left; white-space: normal; }
 tr.FAILED, tr.KILLED { background: #ffd6d6; } tr.RUNNING, tr.SCHEDULED { background: #fff6d6; }
+tr.recommended { background: #d8f5d8; font-weight: 600; } tr.pareto td:first-child { border-left: 4px solid #6c6; }
+p.verdict { font-size: 15px; } p.warning { background: #fff3cd; padding: 4px 8px; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
-ul.meta { color: #555; font-size: 13px; }
+ul.meta { color: #555; font-size: 12px; overflow-wrap: anywhere; }
 """
 TEXT_COLUMNS = {"model", "freeze", "status", "config", "note"}
 
 
-def render_page(title: str, meta: dict[str, str], shown: pd.DataFrame, notes: list[str], plots: list[Path]) -> str:
-    """`shown` is the formatted table (`table.display`); `plots` are PNG files, embedded in order."""
-    parts = [f"<h1>{_e(title)}</h1>", "<ul class='meta'>"]
-    parts += [f"<li>{_e(key)}: {_e(value)}</li>" for key, value in meta.items()]
-    parts += ["</ul>", "<h2>Variants</h2>", _table(shown)]
+def render_page(
+    title: str,
+    meta: dict[str, str],
+    summary: list[str],
+    warnings: list[str],
+    shown: pd.DataFrame,
+    notes: list[str],
+    plots: list[Path],
+    marks: dict[int, str],
+) -> str:
+    """`summary`: Markdown paragraphs (only **bold**); `shown`: the formatted table (`table.compact`);
+    `marks`: table position -> row class; `plots`: PNG files, embedded in order."""
+    parts = [f"<h1>{_e(title)}</h1>"]
+    parts += [f"<p class='verdict'>{_bold(line)}</p>" for line in summary]
+    parts += [f"<p class='warning'>warning: {_e(w)}</p>" for w in warnings]
+    parts += ["<h2>Variants</h2>", _table(shown, marks)]
     if notes:
         parts += ["<ul>", *[f"<li>{_e(note)}</li>" for note in notes], "</ul>"]
     parts.append("<h2>Plots</h2>")
     parts += embedded_plots(plots)
+    parts += ["<ul class='meta'>", *[f"<li>{_e(key)}: {_e(value)}</li>" for key, value in meta.items()], "</ul>"]
     return page(title, STYLE, parts)
 
 
-def _table(shown: pd.DataFrame) -> str:
+def _bold(markdown: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", _e(markdown))
+
+
+def _table(shown: pd.DataFrame, marks: dict[int, str]) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
     rows = []
-    for record in shown.to_dict("records"):
+    for position, record in zip(shown.index, shown.to_dict("records"), strict=True):
         cells = "".join(
             f"<td class='text'>{_e(v)}</td>" if c in TEXT_COLUMNS else f"<td>{_e(v)}</td>" for c, v in record.items()
         )
-        rows.append(f"<tr class='{_e(record.get('status', ''))}'>{cells}</tr>")
+        classes = " ".join(c for c in (record.get("status", ""), marks.get(position, "")) if c)
+        rows.append(f"<tr class='{_e(classes)}'>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -135,6 +135,73 @@ def accuracy_vs_time(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figure:
+    """Best mAP50 and mAP50-95 (left), training time and GPU memory (right) against frozen layers.
+
+    One line per model/setting block, replicates as mean ± std; tick labels add the trainable share
+    of parameters; the recommended row is ringed. This is the report's answer in one picture.
+    """
+    fig = Figure(figsize=(12, 4.8))
+    accuracy, cost = fig.subplots(1, 2)
+    done = table[(table["status"] == FINISHED) & table[MAP50_95].notna()]
+    if done.empty:
+        for ax in (accuracy, cost):
+            _empty(ax, "no finished variant yet")
+        return fig
+    blocks = list(done.groupby(["model", "config"], sort=False))
+    memory = cost.twinx() if done["gpu_mem_mb"].notna().any() else None
+    unit, scale = time_unit(done["train_time_s"].max())
+    for b, ((model, config), block) in enumerate(blocks):
+        name = f"{model} {config}".strip() if len(blocks) > 1 else ""
+        x = block["frozen_layers"]
+        for key, marker in ((MAP50, "s"), (MAP50_95, "o")):
+            accuracy.errorbar(
+                x,
+                block[key],
+                yerr=block[f"{key}_std"].fillna(0),
+                marker=marker,
+                capsize=3,
+                color=f"C{2 * b}" if key == MAP50 else f"C{2 * b + 1}",
+                label=f"{key} {name}".strip(),
+            )
+        cost.errorbar(
+            x,
+            block["train_time_s"] / scale,
+            yerr=block["train_time_s_std"].fillna(0) / scale,
+            marker="o",
+            capsize=3,
+            color=f"C{b}",
+            label=f"training time {name}".strip(),
+        )
+        if memory is not None and block["gpu_mem_mb"].notna().any():
+            memory.plot(x, block["gpu_mem_mb"], marker="^", ls=":", color=f"C{b}", label=f"GPU memory {name}".strip())
+    if recommended is not None and recommended in done.index:
+        row = done.loc[recommended]
+        accuracy.plot(
+            [row["frozen_layers"]], [row[MAP50_95]], "o", ms=16, mfc="none", mec="green", mew=2, label="recommended"
+        )
+    levels = done.drop_duplicates("frozen_layers").sort_values("frozen_layers")
+    ticks = [
+        f"{layers:.0f}\n{pct:.0f}%"
+        for layers, pct in zip(levels["frozen_layers"], levels["trainable_pct"], strict=True)
+    ]
+    for ax in (accuracy, cost):
+        ax.set_xticks(levels["frozen_layers"], ticks)
+        ax.set_xlabel("frozen layers (trainable share of parameters)")
+        _finish(ax)
+    accuracy.set(ylabel="best validation score", title="accuracy against freeze level")
+    cost.set(ylabel=f"training time ({unit})", title="cost against freeze level")
+    handles = cost.get_legend_handles_labels()
+    if memory is not None:
+        memory.set_ylabel("peak GPU memory reserved (MB)")
+        more = memory.get_legend_handles_labels()
+        handles = (handles[0] + more[0], handles[1] + more[1])
+    accuracy.legend(fontsize=8)
+    cost.legend(*handles, fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.16, top=0.92, wspace=0.3)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     """PNG; grown to fit a legend outside the axes (fixed margins: constrained layout took twice as long)."""
     FigureCanvasAgg(fig)

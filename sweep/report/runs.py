@@ -79,6 +79,7 @@ def run_record(run: Run, sweep: SweepRef) -> dict:
         "run_name": info.run_name,
         "status": info.status,
         "start_time": info.start_time,
+        "end_time": info.end_time,
         "sweep": sweep.sweep_id,
         "parent_run_id": sweep.parent_run_id,
     }

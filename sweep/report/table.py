@@ -92,6 +92,21 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     return shown.drop(columns=optional)
 
 
+def compact(shown: pd.DataFrame) -> pd.DataFrame:
+    """The table as read (terminal, Markdown, HTML): columns that tell no row apart left out.
+
+    n/a in every row (GPU columns of a CPU sweep), and one model, all FINISHED or n = 1 throughout:
+    the report's header says those once.
+    """
+    empty = [c for c in shown.columns if (shown[c] == NA).all()]
+    same = [c for c, value in (("model", None), ("status", FINISHED), ("n", "1")) if _only(shown[c], value)]
+    return shown.drop(columns=empty + same)
+
+
+def _only(column: pd.Series, value: str | None) -> bool:
+    return column.nunique() == 1 and (value is None or column.iloc[0] == value)
+
+
 def to_markdown(shown: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table; numbers right-aligned."""
     left = {"model", "freeze", "status", "config", "note"}

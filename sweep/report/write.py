@@ -16,9 +16,13 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from sweep.report import plots
+from sweep.report.context import fixed_params, sweep_settings
 from sweep.report.html import render_page
-from sweep.report.runs import EPOCH_SERIES, RESOURCE_SERIES, load_histories, load_runs
-from sweep.report.table import FINISHED, csv_frame, display, summarize, to_markdown
+from sweep.report.parent import summarize_parent
+from sweep.report.runs import EPOCH_SERIES, MAP50_95, RESOURCE_SERIES, load_histories, load_runs
+from sweep.report.table import FINISHED, compact, csv_frame, display, summarize, to_markdown
+from sweep.report.timing import timing_warnings
+from sweep.report.verdict import Verdict, decide
 from sweep.tracking.sweeps import SweepRef, connect, sqlite_path, sweep_of_parent
 
 ARTIFACT_DIR = "report"  # in the parent run; a report over several sweeps goes under report/<their ids>
@@ -30,9 +34,10 @@ log = logging.getLogger("sweep")
 class Report:
     title: str
     out_dir: Path
-    markdown: str  # the table and its notes, as printed
+    markdown: str  # the verdict, the table and its notes, as printed
     table: pd.DataFrame  # numeric, one row per configuration (what report.csv holds)
     files: list[Path]
+    verdict: Verdict
     logged_to: list[str] = field(default_factory=list)  # parent run ids that hold the files
     warnings: list[str] = field(default_factory=list)
 
@@ -42,40 +47,62 @@ def write_report(
     parent_run_ids: str | Sequence[str],
     out_dir: Path | None = None,
     log_artifacts: bool = True,
+    tolerance: float | None = None,
 ) -> Path:
     """Write the report of the sweep(s) with these parent runs; returns the folder it is in.
 
     The folder defaults to `<sweep dir>/report` (the parent's `sweep.dir` tag), and the files are
-    logged under `report/` of the parent run, so the MLflow UI shows them. Raises
+    logged under `report/` of the parent run, so the MLflow UI shows them, and the parent run of a
+    single sweep becomes its summary (`sweep.report.parent`). Raises
     `sweep.errors.ConfigError` (one line) for an unknown parent run or a sweep with no variant run.
     """
     client = connect(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     ids = [parent_run_ids] if isinstance(parent_run_ids, str) else list(parent_run_ids)
     sweeps = [sweep_of_parent(client, run_id) for run_id in ids]
-    return make_report(client, sweeps, out_dir, log_artifacts).out_dir
+    return make_report(client, sweeps, out_dir, log_artifacts, tolerance).out_dir
 
 
 def make_report(
-    client: MlflowClient, sweeps: Sequence[SweepRef], out_dir: Path | None = None, log_artifacts: bool = True
+    client: MlflowClient,
+    sweeps: Sequence[SweepRef],
+    out_dir: Path | None = None,
+    log_artifacts: bool = True,
+    tolerance: float | None = None,
 ) -> Report:
-    """Runs -> table -> plots -> files -> artifacts of the parent run(s); what the command prints is in it."""
+    """Runs -> table and verdict -> plots -> files -> the parent run(s); what the command prints is in it.
+
+    `tolerance`: how much lower mAP50-95 may be than the best for a cheaper variant to be recommended
+    (default: the replicates' spread, else 0.01).
+    """
     frame = load_runs(client, sweeps)
     histories = load_histories(client, frame, EPOCH_SERIES)
     table = summarize(frame, histories)
+    verdict = decide(table, tolerance)
     drawn = frame["run_id"].isin(plots.resource_runs(table).values())
     load_histories(client, frame[drawn], RESOURCE_SERIES, into=histories)
     out = Path(out_dir) if out_dir else default_out_dir(client.tracking_uri, sweeps)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
+        "against_freeze": plots.against_freeze(table, verdict.recommended),
+        "accuracy_vs_time": plots.accuracy_vs_time(table),
         "map_curves": plots.epoch_curves(table, histories),
         "resources": plots.resource_curves(table, histories),
-        "accuracy_vs_time": plots.accuracy_vs_time(table),
     }
     pngs = [plots.save(figure, out / f"{name}.png") for name, figure in figures.items()]
     title = f"freeze-sweep report: {'sweep' if len(sweeps) == 1 else 'sweeps'} {', '.join(s.sweep_id for s in sweeps)}"
-    shown = display(table)
+    shown = compact(display(table))
     notes = table_notes(table)
-    markdown = "\n\n".join([to_markdown(shown), *(["\n".join(f"- {n}" for n in notes)] if notes else [])])
+    settings = sweep_settings(frame, table)
+    summary = summary_lines(table, verdict, settings)
+    cautions = timing_warnings(frame, table)
+    markdown = "\n\n".join(
+        [
+            "\n\n".join(summary),
+            *["\n".join(f"> warning: {w}" for w in cautions)] * bool(cautions),
+            to_markdown(shown),
+            *["\n".join(f"- {n}" for n in notes)] * bool(notes),
+        ]
+    )
     meta = {
         "tracking URI": client.tracking_uri,
         "parent runs": ", ".join(f"{s.parent_run_id} ({s.sweep_id})" for s in sweeps),
@@ -85,14 +112,39 @@ def make_report(
     csv_frame(table).to_csv(out / "report.csv", index=False)
     files = [
         _write(out / "report.md", f"# {title}\n\n{markdown}\n"),
-        _write(out / "report.html", render_page(title, meta, shown, notes, pngs)),
+        _write(
+            out / "report.html", render_page(title, meta, summary, cautions, shown, notes, pngs, row_marks(verdict))
+        ),
         out / "report.csv",
         *pngs,
     ]
-    report = Report(title, out, markdown, table, files)
+    report = Report(title, out, markdown, table, files, verdict)
     if log_artifacts:
         _log(client, sweeps, report)
+        if len(sweeps) == 1 and report.logged_to:
+            params = {"sweep.swept": settings["swept"], **fixed_params(frame)}
+            description = f"## {title}\n\n{markdown}\n\nFull report with plots: artifacts, `report/report.html`."
+            report.warnings += summarize_parent(client, sweeps[0], frame, table, verdict, params, description)
     return report
+
+
+def summary_lines(table: pd.DataFrame, verdict: Verdict, settings: dict[str, str]) -> list[str]:
+    """The report's opening paragraphs: the recommendation and why, the Pareto front, what was swept and held fixed."""
+    lines = [f"**Recommendation:** {verdict.sentence}"]
+    if verdict.pareto:
+        costs = " and ".join({"train_time_s": "training time", "gpu_mem_mb": "GPU memory"}[c] for c in verdict.costs)
+        front = ", ".join(table.loc[verdict.pareto, "label"])
+        lines.append(f"**Pareto front** (no other variant has a higher best {MAP50_95} at no more {costs}): {front}.")
+    lines += [f"**Swept:** {settings['swept']}.", f"**Held fixed:** {settings['held fixed']}."]
+    return lines
+
+
+def row_marks(verdict: Verdict) -> dict[int, str]:
+    """Table position -> the HTML row class that highlights it."""
+    marks = dict.fromkeys(verdict.pareto, "pareto")
+    if verdict.recommended is not None:
+        marks[verdict.recommended] = "recommended"
+    return marks
 
 
 def default_out_dir(tracking_uri: str, sweeps: Sequence[SweepRef]) -> Path:

@@ -1,0 +1,75 @@
+"""The README's pictures, from a real demo run: the report, the MLflow runs table, MLflow's chart of
+accuracy against freeze level, and a compare heatmap.
+
+    .venv/bin/python scripts/readme_images.py                    # runs the demo sweep (as `make demo`)
+    .venv/bin/python scripts/readme_images.py --root /tmp/demo   # reuses the sweep already under /tmp/demo
+
+Needs Debian's chromium and the playwright package (as the browser test does). Writes
+docs/images/{report,report_against_freeze,mlflow_runs,mlflow_chart,compare_heatmap}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sweep.tracking.store import read_sweep_file  # noqa: E402
+from tests.test_ui import open_browser, serve_ui  # noqa: E402
+
+SETTLE_MS = 5000  # let MLflow's charts finish drawing before the screenshot
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, default=ROOT, help="project root whose outputs/ hold the sweep (default: here)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    p.add_argument("--sweep-args", nargs="*", default=[], help="extra overrides for the demo sweep")
+    args = p.parse_args()
+    env = {**os.environ, "FREEZE_SWEEP_ROOT": str(args.root), "YOLO_OFFLINE": "true"}
+    uri = f"sqlite:///{args.root / 'outputs' / 'mlflow.db'}"
+    sweep_dir = latest_sweep_dir(args.root)
+    if sweep_dir is None:
+        run([sys.executable, "-m", "sweep", "-m", *args.sweep_args], env)
+        sweep_dir = latest_sweep_dir(args.root)
+    info = read_sweep_file(sweep_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    compare = args.root / "outputs" / "compare" / "readme"
+    command = [sys.executable, "-m", "sweep.compare", "--sweep", info["sweep_id"], "--tracking-uri", uri]
+    run([*command, "--out", str(compare)], env)
+    shutil.copy(compare / "weight_change.png", args.out / "compare_heatmap.png")
+    shutil.copy(sweep_dir / "report" / "against_freeze.png", args.out / "report_against_freeze.png")
+
+    with open_browser(width=1024, height=900) as page:
+        page.goto((sweep_dir / "report" / "report.html").as_uri())
+        page.screenshot(path=str(args.out / "report.png"))
+    with serve_ui(uri) as urls, open_browser(width=1400, height=700) as page:
+        page.goto(urls["runs"])
+        page.get_by_text("best/mAP50", exact=True).first.wait_for()
+        page.wait_for_timeout(SETTLE_MS)
+        page.screenshot(path=str(args.out / "mlflow_runs.png"))
+        page.goto(urls["summary"].replace("?", "/model-metrics?", 1))
+        page.get_by_text("sweep/best_mAP50-95").first.wait_for()
+        page.wait_for_timeout(SETTLE_MS)
+        page.screenshot(path=str(args.out / "mlflow_chart.png"))
+    print(f"images in {args.out}")
+
+
+def latest_sweep_dir(root: Path) -> Path | None:
+    found = sorted((root / "outputs" / "multiruns").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def run(command: list[str], env: dict[str, str]) -> None:
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
