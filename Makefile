@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-quick lint format bench clean
+.PHONY: demo ui test test-quick test-gpu lint format bench readme-images clean
 
 $(BIN)/freeze-sweep: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,20 +14,29 @@ $(BIN)/freeze-sweep: pyproject.toml
 demo: $(BIN)/freeze-sweep  ## the default sweep on the offline demo: none, backbone, all_but_head
 	$(BIN)/freeze-sweep -m
 
+ui: $(BIN)/freeze-sweep  ## the MLflow UI on outputs/mlflow.db, opened on the latest sweep's runs
+	$(BIN)/freeze-sweep-ui
+
 test: $(BIN)/freeze-sweep  ## the whole suite, as CI runs it
-	$(BIN)/ruff check sweep tests bench
-	$(BIN)/ruff format --check sweep tests bench
+	$(BIN)/ruff check sweep tests bench scripts
+	$(BIN)/ruff format --check sweep tests bench scripts
 	$(BIN)/python -m pytest
 
 test-quick: $(BIN)/freeze-sweep  ## skips the slow multirun tests
 	$(BIN)/python -m pytest -m "not slow"
 
+test-gpu: $(BIN)/freeze-sweep  ## the real-GPU tests (needs CUDA)
+	$(BIN)/python -m pytest -m gpu
+
 lint:
-	$(BIN)/ruff check sweep tests bench
+	$(BIN)/ruff check sweep tests bench scripts
 
 format:
-	$(BIN)/ruff format sweep tests bench
-	$(BIN)/ruff check --fix sweep tests bench
+	$(BIN)/ruff format sweep tests bench scripts
+	$(BIN)/ruff check --fix sweep tests bench scripts
+
+readme-images: $(BIN)/freeze-sweep  ## README pictures from a demo run (needs chromium)
+	$(BIN)/python scripts/readme_images.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sweep.tracking.store import read_sweep_file  # noqa: E402
+from sweep.tracking.lifecycle import SweepInfo  # noqa: E402
 from tests.test_ui import open_browser, serve_ui  # noqa: E402
 
 SETTLE_MS = 5000  # let MLflow's charts finish drawing before the screenshot
@@ -38,11 +38,11 @@ def main() -> None:
     if sweep_dir is None:
         run([sys.executable, "-m", "sweep", "-m", *args.sweep_args], env)
         sweep_dir = latest_sweep_dir(args.root)
-    info = read_sweep_file(sweep_dir)
+    info = SweepInfo.read(sweep_dir)
     args.out.mkdir(parents=True, exist_ok=True)
 
     compare = args.root / "outputs" / "compare" / "readme"
-    command = [sys.executable, "-m", "sweep.compare", "--sweep", info["sweep_id"], "--tracking-uri", uri]
+    command = [sys.executable, "-m", "sweep.compare", "--sweep", info.sweep_id, "--tracking-uri", uri]
     run([*command, "--out", str(compare)], env)
     shutil.copy(compare / "weight_change.png", args.out / "compare_heatmap.png")
     shutil.copy(sweep_dir / "report" / "against_freeze.png", args.out / "report_against_freeze.png")

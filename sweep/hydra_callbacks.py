@@ -151,5 +151,8 @@ def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> 
     except Exception as error:
         log.warning("report not written: %s", first_line(error))
         return
+    from sweep.ui import hint
+
     print((report_dir / "report.md").read_text())
     print(f"report: {report_dir / 'report.html'} (also in the MLflow UI, parent run's artifacts)")
+    print(hint(tracking_uri))

@@ -72,9 +72,10 @@ def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
 
 def hint(tracking_uri: str) -> str:
     """The line the end of a sweep prints: how to open its runs in the MLflow UI."""
+    from sweep.tracking.credentials import redact
     from sweep.tracking.store import default_tracking_uri
 
-    where = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+    where = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {redact(tracking_uri)}"
     return f"see it in the MLflow UI: {PROG}{where}  (then open the address it prints)"
 
 

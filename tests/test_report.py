@@ -35,7 +35,8 @@ from sweep.report.runs import (
 from sweep.report.table import summarize
 from sweep.report.write import make_report
 from sweep.tracking import names
-from sweep.tracking.store import open_experiment, read_sweep_file
+from sweep.tracking.lifecycle import SweepInfo
+from sweep.tracking.store import open_experiment
 from sweep.tracking.sweeps import connect, find_sweeps
 from tests.conftest import Sweep, run_cli
 
@@ -73,7 +74,7 @@ def test_the_report_of_the_tiny_sweep_shows_what_mlflow_holds(tiny_sweep: Sweep)
     assert "held fixed: model yolov8n-demo" in result.stdout.lower()
 
     client = MlflowClient(tiny_sweep.tracking_uri)
-    parent = read_sweep_file(tiny_sweep.sweep_dir)["parent_run_id"]
+    parent = SweepInfo.read(tiny_sweep.sweep_dir).parent_run_id
     table = pd.read_csv(out / "report.csv")
     assert len(table) == 3
     for row in table.to_dict("records"):

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.report.parent import NOTE, RECOMMENDED, RUN_COLOR
 from sweep.tracking import names
-from sweep.tracking.store import read_sweep_file
+from sweep.tracking.lifecycle import SweepInfo
 from tests.conftest import ROOT, Sweep
 
 CHROMIUM = "/usr/bin/chromium"
@@ -103,7 +103,7 @@ def numbers(text: str) -> list[float]:
 def test_the_ui_opens_on_the_runs_in_freeze_order_with_the_verdict(tiny_sweep: Sweep, tmp_path: Path) -> None:
     assert Path(CHROMIUM).is_file(), "needs Debian's chromium: apt-get install -y chromium"
     client = MlflowClient(tiny_sweep.tracking_uri)
-    parent_id = read_sweep_file(tiny_sweep.sweep_dir)["parent_run_id"]
+    parent_id = SweepInfo.read(tiny_sweep.sweep_dir).parent_run_id
     parent = client.get_run(parent_id)
     table = pd.read_csv(tiny_sweep.sweep_dir / "report" / "report.csv")  # rows in freeze order
     children = [client.get_run(run_id) for run_id in table["run_ids"]]

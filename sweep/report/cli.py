@@ -66,17 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sweep.report.verdict import check_tolerance
     from sweep.report.write import make_report
-    from sweep.tracking.store import default_tracking_uri
+    from sweep.tracking.lifecycle import close_stale_runs
+    from sweep.tracking.store import default_tracking_uri, first_line
     from sweep.tracking.sweeps import connect, find_sweeps
 
     try:
         tolerance = check_tolerance(args.tolerance)
         client = connect(args.tracking_uri or default_tracking_uri())
         sweeps = find_sweeps(client, args.experiment, args.sweep)
+        close_stale_runs(client, sorted({s.experiment_id for s in sweeps}))  # the report shows no ghost RUNNING run
         report = make_report(client, sweeps, args.out, log_artifacts=not args.no_log, tolerance=tolerance)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except Exception as error:  # the store failed mid-way: one line, not a traceback
+        print(f"{PROG}: error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
+        return 1
     print(f"{report.title}\n\n{report.markdown}")
     print(f"\nreport: {report.out_dir / 'report.html'} (+ report.csv, report.md, plots)")
     if report.logged_to:

@@ -12,6 +12,7 @@ unfrozen row (0 frozen layers) of the same configuration otherwise; without one 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -36,6 +37,8 @@ VALUES = {
     "gpu_util_pct": metric(names.GPU_UTIL_MEAN),
     "cpu_rss_mb": metric(names.CPU_PEAK_RSS),
     "cpu_util_pct": metric(names.CPU_UTIL_MEAN),
+    "epoch_time_frozen_s": "epoch_time_frozen_s",  # a freeze schedule: mean epoch time before its first switch
+    "epoch_time_unfrozen_s": "epoch_time_unfrozen_s",  # ... and from its last switch on
 }
 DELTAS = (MAP50, MAP50_95)
 STATUS_ORDER = {FINISHED: 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
@@ -44,14 +47,18 @@ STATUS_ORDER = {FINISHED: 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED"
 def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:
     """The table, numeric: what the CSV holds and what `display` formats."""
     of_run = [histories.get(run_id, {}) for run_id in frame["run_id"]]
+    schedules = _param(frame, names.P_FREEZE_SCHEDULE)
+    split = [_schedule_times(h.get(names.EPOCH_TIME), s) for h, s in zip(of_run, schedules, strict=True)]
     runs = frame.assign(
         frozen_layers=pd.to_numeric(_param(frame, names.P_FROZEN_LAYERS), errors="coerce"),
         epochs_done=[len(h.get(MAP50, ())) for h in of_run],
         epoch_time_s=[h[names.EPOCH_TIME].mean() if names.EPOCH_TIME in h else math.nan for h in of_run],
+        epoch_time_frozen_s=[before for before, _ in split],
+        epoch_time_unfrozen_s=[after for _, after in split],
     )
     identity = [*IDENTITY_PARAMS, *sorted(_train_params(frame))]
     runs["_base"] = _keys(runs, identity)
-    runs["_config"] = runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS)
+    runs["_config"] = runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS) + "\x1f" + schedules
     model = _param(runs, names.P_MODEL)  # what varies with the model (arch, weights) is said by the model
     varying = [p for p in identity if p != names.P_MODEL and _param(runs, p).groupby(model).nunique().gt(1).any()]
     rows = [_aggregate(group, varying) for _, group in runs.groupby(["_config", "status"], sort=False)]
@@ -79,6 +86,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         **{name: _plus_minus(table, name, "{:.3f}") for name in names.EPOCH_METRICS},
         "train time": _plus_minus(table, "train_time_s", duration=True),
         "time/epoch": _plus_minus(table, "epoch_time_s", duration=True),
+        "time/epoch frozen → unfrozen": _before_after(table),
         "speedup": table["speedup"].map(lambda v: _fmt(v, "{:.2f}x")),
         "GPU mem (MB)": _plus_minus(table, "gpu_mem_mb", "{:,.0f}"),
         "GPU util %": _plus_minus(table, "gpu_util_pct", "{:.0f}"),
@@ -139,6 +147,29 @@ def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
         row[name], row[f"{name}_std"] = values.mean(), values.std()
     row["label"] = _label(row)
     return row
+
+
+def _schedule_times(epoch_times: pd.Series | None, schedule: str) -> tuple[float, float]:
+    """Mean epoch time before a freeze schedule's first switch and from its last switch on (NaN
+    for fixed freezing): what freezing saved while it held, and what the unfrozen epochs cost."""
+    if epoch_times is None or not schedule:
+        return math.nan, math.nan
+    switches = [first_epoch for first_epoch, _ in json.loads(schedule)[1:]]
+    if not switches:
+        return math.nan, math.nan
+    before = epoch_times[epoch_times.index < switches[0]]
+    after = epoch_times[epoch_times.index >= switches[-1]]
+    return (before.mean() if len(before) else math.nan), (after.mean() if len(after) else math.nan)
+
+
+def _before_after(table: pd.DataFrame) -> pd.Series:
+    def one(before: float, after: float) -> str:
+        if _missing(before) and _missing(after):
+            return NA
+        return f"{_duration(before, math.nan) if not _missing(before) else NA} → {_duration(after, math.nan) if not _missing(after) else NA}"
+
+    pairs = zip(table["epoch_time_frozen_s"], table["epoch_time_unfrozen_s"], strict=True)
+    return pd.Series([one(b, a) for b, a in pairs], index=table.index, dtype=str)
 
 
 def _against_unfrozen(table: pd.DataFrame) -> pd.DataFrame:

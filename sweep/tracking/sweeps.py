@@ -37,7 +37,13 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def connect(tracking_uri: str) -> MlflowClient:
-    """A client on an existing store: a missing SQLite file is an error, not a new empty store."""
+    """A client on an existing store: a missing SQLite file is an error, not a new empty store;
+    a server that does not answer is one line within seconds, not minutes of MLflow's retries."""
+    from sweep.tracking.credentials import without_credentials
+    from sweep.tracking.store import check_reachable
+
+    tracking_uri = without_credentials(tracking_uri)
+    check_reachable(tracking_uri)
     database = sqlite_path(tracking_uri)
     if database is not None and not database.is_file():
         raise ConfigError(
