@@ -30,12 +30,15 @@ die() {
 }
 alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# wait_for SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
+# wait_for SECONDS COMMAND...: true once COMMAND succeeds; false after SECONDS, or at once if it exits 255.
 wait_for() {
-    local deadline=$((SECONDS + $1))
+    local deadline=$((SECONDS + $1)) rc
     shift
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
+    while true; do
+        rc=0
+        "$@" >/dev/null 2>&1 || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 255 || SECONDS >= deadline)) && return 1
         sleep 1
     done
 }
@@ -144,6 +147,81 @@ start_slurm() {
     say slurmd "running (pid $(cat "$SERVICES_DIR/slurm/slurmd.pid")), node $node $(sinfo -h -n "$node" -o %t), partition $SLURM_PARTITION"
 }
 
+psql_admin() { runuser -u postgres -- psql -p "$PG_PORT" -v ON_ERROR_STOP=1 -qtA "$@"; }
+
+start_postgres() {
+    local version password
+    version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    if ! pg_lsclusters -h | awk '{print $1, $2}' | grep -qx "$version $PG_CLUSTER"; then
+        install -o postgres -g postgres -m 640 /dev/null "$LOGS/postgresql.log"
+        pg_createcluster "$version" "$PG_CLUSTER" -p "$PG_PORT" -l "$LOGS/postgresql.log" -- \
+            --auth-local=peer --auth-host=scram-sha-256 >>"$LOGS/postgresql.log"
+    fi
+    echo "listen_addresses = '127.0.0.1'" >"/etc/postgresql/$version/$PG_CLUSTER/conf.d/freeze-sweep.conf"
+    if ! pg_lsclusters -h | awk -v c="$PG_CLUSTER" '$2 == c {print $4}' | grep -qx online; then
+        pg_ctlcluster "$version" "$PG_CLUSTER" start
+    fi
+    wait_for 30 pg_isready -q -h 127.0.0.1 -p "$PG_PORT" ||
+        die "PostgreSQL does not answer; see $LOGS/postgresql.log"
+    password=$(secret postgres-mlflow)
+    if [[ -z $(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'") ]]; then
+        psql_admin -c "CREATE ROLE mlflow LOGIN"
+    fi
+    psql_admin -c "ALTER ROLE mlflow PASSWORD '$password'"
+    # libpq reads the password from here: it stays off mlflow's command line.
+    (umask 077 && echo "127.0.0.1:$PG_PORT:*:mlflow:$password" >"$SECRETS/pgpass")
+    for db in mlflow mlflow_auth; do
+        if [[ -z $(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
+            psql_admin -c "CREATE DATABASE $db OWNER mlflow"
+        fi
+    done
+    say postgresql "running ($version/$PG_CLUSTER) on 127.0.0.1:$PG_PORT, databases mlflow and mlflow_auth"
+}
+
+# Fails at once if the server died (exit 255 stops wait_for), so a bad start is not waited on for minutes.
+mlflow_up() {
+    alive "$1" || return 255
+    curl -sf "$2/health"
+}
+
+mlflow_auth_ok() { curl -sf -u "admin:$1" "$2/api/2.0/mlflow/users/get?username=admin" >/dev/null; }
+
+start_mlflow() {
+    local url=http://127.0.0.1:$MLFLOW_PORT pidfile=$SERVICES_DIR/mlflow.pid db admin_password
+    db=postgresql+psycopg2://mlflow@127.0.0.1:$PG_PORT # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://
+    admin_password=$(secret mlflow-admin)
+    [[ -x $VENV/bin/mlflow ]] || die "no mlflow in $VENV (set VENV to the project's virtual environment)"
+    "$VENV/bin/python" -c "import psycopg2" 2>/dev/null || die "psycopg2 is missing in $VENV: pip install psycopg2-binary"
+    # The basic-auth app reads its settings from an ini file; its users live in their own database.
+    printf '%s\n' "[mlflow]" "default_permission = READ" "database_uri = $db/mlflow_auth" "admin_username = admin" \
+        >"$SECRETS/basic_auth.ini"
+    if ! alive "$pidfile"; then
+        mkdir -p "$SERVICES_DIR/mlflow-artifacts"
+        PGPASSFILE=$SECRETS/pgpass MLFLOW_AUTH_CONFIG_PATH=$SECRETS/basic_auth.ini \
+            MLFLOW_AUTH_ADMIN_PASSWORD=$admin_password MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret mlflow-flask-key) \
+            setsid "$VENV/bin/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
+            --workers 1 --backend-store-uri "$db/mlflow" --serve-artifacts \
+            --artifacts-destination "$SERVICES_DIR/mlflow-artifacts" >>"$LOGS/mlflow.log" 2>&1 </dev/null &
+        echo $! >"$pidfile"
+    fi
+    # The first start creates MLflow's tables in PostgreSQL: a minute or more on a busy machine.
+    wait_for 300 mlflow_up "$pidfile" "$url" || die "mlflow server does not answer on $url; see $LOGS/mlflow.log"
+    mlflow_auth_ok "$admin_password" "$url" ||
+        die "mlflow server on $url refuses the admin password in $SECRETS/mlflow-admin (database mlflow_auth holds another: drop it and rerun)"
+    say mlflow "running (pid $(cat "$pidfile")) on $url, basic auth, artifacts in $SERVICES_DIR/mlflow-artifacts"
+}
+
+write_env_file() {
+    printf '%s\n' "# Written by .ci/services.sh: what the tests marked slurm and server need." \
+        "FREEZE_SWEEP_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT" \
+        "FREEZE_SWEEP_TRACKING_USERNAME=admin" \
+        "FREEZE_SWEEP_TRACKING_PASSWORD=$(secret mlflow-admin)" \
+        "FREEZE_SWEEP_SLURM_PARTITION=$SLURM_PARTITION" >"$ENV_FILE.tmp"
+    chmod 600 "$ENV_FILE.tmp"
+    mv "$ENV_FILE.tmp" "$ENV_FILE"
+    echo "env file:   $ENV_FILE (logs in $LOGS)"
+}
+
 main() {
     [[ $(id -u) == 0 ]] || die "run as root (it installs Debian packages and starts daemons)"
     mkdir -p "$LOGS" "$SECRETS"
@@ -151,6 +229,9 @@ main() {
     install_packages
     start_munge
     start_slurm
+    start_postgres
+    start_mlflow
+    write_env_file
 }
 
 main "$@"
