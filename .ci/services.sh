@@ -55,6 +55,14 @@ install_packages() {
         die "apt-get install ${missing[*]} failed; see $LOGS/apt.log"
 }
 
+# write_if_changed FILE < content: true if FILE was (re)written, false if it already held the content.
+write_if_changed() {
+    local content
+    content=$(cat)
+    [[ -f $1 && $(cat "$1") == "$content" ]] && return 1
+    printf '%s\n' "$content" >"$1"
+}
+
 # A secret made once and kept, so that restarts reuse the same credentials.
 secret() {
     local file=$SECRETS/$1
@@ -116,19 +124,19 @@ PartitionName=$SLURM_PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
+# stop_pidfile FILE [-]: stop the process in FILE (with "-", its whole process group), killing it after 15 s.
 stop_pidfile() {
-    if alive "$1"; then
-        kill "$(cat "$1")"
-        wait_for 15 bash -c "! kill -0 $(cat "$1")" || die "could not stop the process in $1"
-    fi
+    alive "$1" || return 0
+    local target=${2:-}$(cat "$1")
+    kill -- "$target"
+    wait_for 15 bash -c "! kill -0 -- $target" || kill -KILL -- "$target" 2>/dev/null || true
 }
 
 start_slurm() {
     local node conf=/etc/slurm/slurm.conf
     node=$(hostname -s)
     mkdir -p /etc/slurm "$SERVICES_DIR/slurm/state" "$SERVICES_DIR/slurm/spool"
-    if ! cmp -s <(slurm_conf) "$conf"; then
-        slurm_conf >"$conf"
+    if slurm_conf | write_if_changed "$conf"; then
         # A changed config: restart so that both daemons read it.
         stop_pidfile "$SERVICES_DIR/slurm/slurmd.pid"
         stop_pidfile "$SERVICES_DIR/slurm/slurmctld.pid"
@@ -157,7 +165,9 @@ start_postgres() {
         pg_createcluster "$version" "$PG_CLUSTER" -p "$PG_PORT" -l "$LOGS/postgresql.log" -- \
             --auth-local=peer --auth-host=scram-sha-256 >>"$LOGS/postgresql.log"
     fi
-    echo "listen_addresses = '127.0.0.1'" >"/etc/postgresql/$version/$PG_CLUSTER/conf.d/freeze-sweep.conf"
+    if echo "listen_addresses = '127.0.0.1'" | write_if_changed "/etc/postgresql/$version/$PG_CLUSTER/conf.d/freeze-sweep.conf"; then
+        pg_ctlcluster "$version" "$PG_CLUSTER" stop 2>/dev/null || true
+    fi
     if ! pg_lsclusters -h | awk -v c="$PG_CLUSTER" '$2 == c {print $4}' | grep -qx online; then
         pg_ctlcluster "$version" "$PG_CLUSTER" start
     fi
@@ -193,12 +203,17 @@ start_mlflow() {
     [[ -x $VENV/bin/mlflow ]] || die "no mlflow in $VENV (set VENV to the project's virtual environment)"
     "$VENV/bin/python" -c "import psycopg2" 2>/dev/null || die "psycopg2 is missing in $VENV: pip install psycopg2-binary"
     # The basic-auth app reads its settings from an ini file; its users live in their own database.
-    printf '%s\n' "[mlflow]" "default_permission = READ" "database_uri = $db/mlflow_auth" "admin_username = admin" \
-        >"$SECRETS/basic_auth.ini"
+    # A password check costs about a second of CPU (PBKDF2): checks are cached for 10 minutes.
+    if printf '%s\n' "[mlflow]" "default_permission = READ" "database_uri = $db/mlflow_auth" "admin_username = admin" \
+        "auth_cache_ttl_seconds = 600" | write_if_changed "$SECRETS/basic_auth.ini"; then
+        stop_pidfile "$pidfile" -
+    fi
     if ! alive "$pidfile"; then
         mkdir -p "$SERVICES_DIR/mlflow-artifacts"
+        # No job execution: it starts six huey worker processes for GenAI features the tests never use.
         PGPASSFILE=$SECRETS/pgpass MLFLOW_AUTH_CONFIG_PATH=$SECRETS/basic_auth.ini \
             MLFLOW_AUTH_ADMIN_PASSWORD=$admin_password MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret mlflow-flask-key) \
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
             setsid "$VENV/bin/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
             --workers 1 --backend-store-uri "$db/mlflow" --serve-artifacts \
             --artifacts-destination "$SERVICES_DIR/mlflow-artifacts" >>"$LOGS/mlflow.log" 2>&1 </dev/null &
