@@ -127,7 +127,8 @@ EOF
 # stop_pidfile FILE [-]: stop the process in FILE (with "-", its whole process group), killing it after 15 s.
 stop_pidfile() {
     alive "$1" || return 0
-    local target=${2:-}$(cat "$1")
+    local target
+    target=${2:-}$(cat "$1")
     kill -- "$target"
     wait_for 15 bash -c "! kill -0 -- $target" || kill -KILL -- "$target" 2>/dev/null || true
 }
@@ -159,11 +160,11 @@ psql_admin() { runuser -u postgres -- psql -p "$PG_PORT" -v ON_ERROR_STOP=1 -qtA
 
 start_postgres() {
     local version password
-    version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    version=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
     if ! pg_lsclusters -h | awk '{print $1, $2}' | grep -qx "$version $PG_CLUSTER"; then
         install -o postgres -g postgres -m 640 /dev/null "$LOGS/postgresql.log"
         pg_createcluster "$version" "$PG_CLUSTER" -p "$PG_PORT" -l "$LOGS/postgresql.log" -- \
-            --auth-local=peer --auth-host=scram-sha-256 >>"$LOGS/postgresql.log"
+            --auth-local=peer --auth-host=scram-sha-256 >"$LOGS/postgresql-create.log"
     fi
     if echo "listen_addresses = '127.0.0.1'" | write_if_changed "/etc/postgresql/$version/$PG_CLUSTER/conf.d/freeze-sweep.conf"; then
         pg_ctlcluster "$version" "$PG_CLUSTER" stop 2>/dev/null || true
