@@ -114,10 +114,13 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
-# Preemption tests: scontrol requeue works, SIGTERM -> SIGKILL after 10 s (default 30 s),
-# finished jobs stay visible to squeue/scontrol for 5 minutes.
+# Preemption tests: scontrol requeue works, SIGTERM -> SIGKILL after 10 s (default 30 s), a
+# requeued job may start again 31 s later (cred_expire + 1; default 121 s), the scheduler looks
+# every 5 s (default 60 s), finished jobs stay visible to squeue/scontrol for 5 minutes.
 JobRequeue=1
 KillWait=10
+AuthInfo=cred_expire=30
+SchedulerParameters=sched_interval=5,bf_interval=5
 MinJobAge=300
 NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$SLURM_PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP

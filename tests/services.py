@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +94,28 @@ def slurm_cluster() -> SlurmCluster:
     if states.returncode != 0 or not ready & set(states.stdout.splitlines()):
         unavailable("SLURM cluster", f"partition {cluster.partition}: {(states.stdout + states.stderr).strip()!r}")
     return cluster
+
+
+# Functions run as SLURM jobs. submitit pickles them by reference, so they live in a module the job
+# can import (tests.services, from the repository root); pytest imports test modules under other names.
+
+
+def job_facts() -> dict[str, str]:
+    """What the job sees of SLURM."""
+    return {key: os.environ.get(key, "") for key in ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SUBMITIT_EXECUTOR")}
+
+
+def record_signals_until_requeued(log: str) -> int:
+    """The first run waits to be killed, noting the SIGTERM it gets; the run after a requeue returns
+    its restart count. Every line written to `log`: event, restart count, time."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+
+    def note(event: str) -> None:
+        with open(log, "a") as file:
+            file.write(f"{event} {restarts} {time.time():.3f}\n")
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM"))
+    note("start")
+    while restarts == 0:
+        time.sleep(0.1)
+    return restarts

@@ -4,8 +4,6 @@ for an authenticated client only."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import uuid
@@ -16,32 +14,11 @@ import submitit
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tests.services import SlurmCluster, TrackingServer
+from tests.services import SlurmCluster, TrackingServer, job_facts, record_signals_until_requeued
 
 pytest_plugins = ["tests.services"]
 
 JOB_TIMEOUT_S = 300
-
-
-def job_facts() -> dict[str, str]:
-    """Runs inside the SLURM job: what the job sees of SLURM."""
-    return {key: os.environ.get(key, "") for key in ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SUBMITIT_EXECUTOR")}
-
-
-def record_signals_until_requeued(log: str) -> int:
-    """Runs inside the SLURM job: the first run waits to be killed, noting the SIGTERM it gets; the
-    run after the requeue returns its restart count."""
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-
-    def note(event: str) -> None:
-        with open(log, "a") as file:
-            file.write(f"{event} {restarts} {time.time():.3f}\n")
-
-    signal.signal(signal.SIGTERM, lambda signum, frame: note("SIGTERM"))
-    note("start")
-    while restarts == 0:
-        time.sleep(0.1)
-    return restarts
 
 
 def slurm_executor(cluster: SlurmCluster, folder: Path) -> submitit.AutoExecutor:
@@ -59,9 +36,11 @@ def result_within(job: submitit.Job, timeout_s: float = JOB_TIMEOUT_S) -> object
     return job.result()
 
 
-def wait_for_line(path: Path, prefix: str, timeout_s: float = JOB_TIMEOUT_S) -> None:
+def wait_for_line(job: submitit.Job, path: Path, prefix: str, timeout_s: float = JOB_TIMEOUT_S) -> None:
+    """Until the running job writes a line starting with `prefix` to `path`."""
     deadline = time.monotonic() + timeout_s
     while not (path.is_file() and any(line.startswith(prefix) for line in path.read_text().splitlines())):
+        assert not job.done(), f"job {job.job_id} ended ({job.state}) before writing {prefix!r}: {job.stderr()}"
         assert time.monotonic() < deadline, f"no {prefix!r} line in {path} after {timeout_s} s"
         time.sleep(0.5)
 
@@ -80,7 +59,7 @@ def test_a_submitit_job_on_the_cluster_returns_its_result(slurm_cluster: SlurmCl
 def test_a_requeued_job_gets_sigterm_and_runs_again(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     log = tmp_path / "signals.log"
     job = slurm_executor(slurm_cluster, tmp_path / "submitit").submit(record_signals_until_requeued, str(log))
-    wait_for_line(log, "start 0")
+    wait_for_line(job, log, "start 0")
     subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True, text=True)
     assert result_within(job) == 1
     events = [line.split() for line in log.read_text().splitlines()]
