@@ -14,6 +14,8 @@ import submitit
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweep.tracking import names
+from tests.conftest import run_sweep
 from tests.services import SlurmCluster, TrackingServer, job_facts, record_signals_until_requeued
 
 pytest_plugins = ["tests.services"]
@@ -90,6 +92,34 @@ def test_an_authenticated_client_writes_and_reads_back_a_run(
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "mAP50")] == [(1, 0.25), (2, 0.5)]
     downloaded = client.download_artifacts(run_id, "report/report.txt", str(tmp_path / "back"))
     assert Path(downloaded).read_text() == "freeze 10: mAP50 0.5\n"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_the_slurm_launcher_trains_each_variant_as_a_job_on_a_cpu_only_cluster(
+    slurm_cluster: SlurmCluster, tmp_path: Path, cache_root: Path
+) -> None:
+    """conf/hydra/launcher/slurm.yaml as a user of a cluster without GPUs would override it."""
+    launcher = [
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={slurm_cluster.partition}",
+        "hydra.launcher.gpus_per_task=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=4",
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.array_parallelism=2",
+    ]
+    sweep = run_sweep(tmp_path, cache_root, [*launcher, "freeze=0,10"])
+    assert sweep.result.returncode == 0, sweep.result.stdout[-3000:] + sweep.result.stderr[-3000:]
+    (submission,) = sweep.sweep_dir.glob(".submitit/*/*_submission.sh")
+    sbatch = submission.read_text()
+    assert "#SBATCH --gpus-per-task=0" in sbatch and f"#SBATCH --partition={slurm_cluster.partition}" in sbatch
+    assert "#SBATCH --array=0-1%2" in sbatch
+    client = MlflowClient(sweep.tracking_uri)
+    experiment = client.get_experiment_by_name("freeze-sweep")
+    variants = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(names.ROLE) == "variant"]
+    assert sorted(r.info.run_name for r in variants) == ["yolov8n-demo-freeze-0", "yolov8n-demo-freeze-10"]
+    assert all(r.info.status == "FINISHED" for r in variants)
 
 
 @pytest.mark.server
