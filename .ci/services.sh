@@ -21,7 +21,7 @@ PG_CLUSTER=freeze_sweep
 LOGS=$SERVICES_DIR/logs
 SECRETS=$SERVICES_DIR/secrets
 ENV_FILE=$SERVICES_DIR/services.env
-APT_PACKAGES=(munge slurm-wlm postgresql curl)
+APT_PACKAGES=(munge slurm-wlm postgresql curl iproute2)
 
 say() { printf '%-11s %s\n' "$1:" "$2"; }
 die() {
@@ -230,6 +230,15 @@ start_mlflow() {
     say mlflow "running (pid $(cat "$pidfile")) on $url, basic auth, artifacts in $SERVICES_DIR/mlflow-artifacts"
 }
 
+# Every service port must listen on 127.0.0.1 and nowhere else.
+check_loopback_only() {
+    local port addresses
+    for port in 6817 6818 "$PG_PORT" "$MLFLOW_PORT"; do
+        addresses=$(ss -Hltn "sport = :$port" | awk '{print $4}' | sort -u | paste -sd' ')
+        [[ $addresses == "127.0.0.1:$port" ]] || die "port $port listens on '$addresses', not on 127.0.0.1:$port only"
+    done
+}
+
 write_env_file() {
     printf '%s\n' "# Written by .ci/services.sh: what the tests marked slurm and server need." \
         "FREEZE_SWEEP_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT" \
@@ -250,6 +259,7 @@ main() {
     start_slurm
     start_postgres
     start_mlflow
+    check_loopback_only
     write_env_file
 }
 

@@ -48,7 +48,7 @@ def unavailable(what: str, why: str) -> NoReturn:
     """Skip, or under CI fail: a missing service there is a broken CI machine, not a reason to skip."""
     message = f"{what} is not available ({why}); {START_HINT}"
     if under_ci():
-        pytest.fail(f"CI is set, so tests marked for the {what} must run: {message}", pytrace=False)
+        pytest.fail(f"{message} (CI is set: tests that need it must run, not skip)", pytrace=False)
     pytest.skip(message)
 
 

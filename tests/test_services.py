@@ -18,7 +18,7 @@ from sweep.tracking import names
 from tests.conftest import run_sweep
 from tests.services import SlurmCluster, TrackingServer, job_facts, record_signals_until_requeued
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "pytester"]
 
 JOB_TIMEOUT_S = 300
 
@@ -135,3 +135,16 @@ def test_a_client_without_valid_credentials_is_refused(
     with pytest.raises(MlflowException) as refused:
         MlflowClient(tracking_server.uri).search_experiments()
     assert "error code 401" in str(refused.value) and "not authenticated" in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("fixture", ["tracking_server", "slurm_cluster"])
+@pytest.mark.parametrize(("ci", "outcome"), [("", {"skipped": 1}), ("true", {"errors": 1})], ids=["dev", "ci"])
+def test_a_missing_service_skips_the_test_but_fails_it_under_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, fixture: str, ci: str, outcome: dict[str, int]
+) -> None:
+    monkeypatch.setenv("FREEZE_SWEEP_SERVICES_ENV", str(pytester.path / "no-services.env"))
+    monkeypatch.setenv("CI", ci)
+    pytester.makepyfile(f"def test_needs_it({fixture}):\n    pass\n")
+    result = pytester.runpytest("-p", "tests.services", "-rsE")
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([f"*is not available (no {pytester.path / 'no-services.env'}); start it with*"])
