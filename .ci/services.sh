@@ -51,7 +51,7 @@ install_packages() {
     ((${#missing[@]} == 0)) && return
     echo "installing ${missing[*]}"
     apt-get update -q >"$LOGS/apt.log" 2>&1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOGS/apt.log" 2>&1 ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$LOGS/apt.log" 2>&1 ||
         die "apt-get install ${missing[*]} failed; see $LOGS/apt.log"
 }
 
