@@ -118,7 +118,7 @@ def test_the_slurm_launcher_trains_each_variant_as_a_job_on_a_cpu_only_cluster(
     client = MlflowClient(sweep.tracking_uri)
     experiment = client.get_experiment_by_name("freeze-sweep")
     variants = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(names.ROLE) == "variant"]
-    assert sorted(r.info.run_name for r in variants) == ["yolov8n-demo-freeze-0", "yolov8n-demo-freeze-10"]
+    assert sorted(r.data.params[names.P_FREEZE] for r in variants) == ["0", "10"]
     assert all(r.info.status == "FINISHED" for r in variants)
 
 
