@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo ui test test-quick test-gpu lint format bench readme-images clean
+.PHONY: demo ui services test test-quick test-gpu lint format bench readme-images clean
 
 $(BIN)/freeze-sweep: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(BIN)/freeze-sweep: pyproject.toml
 
 demo: $(BIN)/freeze-sweep  ## the default sweep on the offline demo: none, backbone, all_but_head
 	$(BIN)/freeze-sweep -m
+
+services: $(BIN)/freeze-sweep  ## as root: local SLURM cluster and PostgreSQL-backed MLflow server on 127.0.0.1 (idempotent)
+	VENV=$(abspath $(VENV)) .ci/services.sh
 
 ui: $(BIN)/freeze-sweep  ## the MLflow UI on outputs/mlflow.db, opened on the latest sweep's runs
 	$(BIN)/freeze-sweep-ui

@@ -15,6 +15,9 @@ from sweep.datasets import DataInfo
 from sweep.errors import ConfigError
 
 CORRUPT = "ignoring corrupt image/label: "
+# ultralytics falls back to a HEIF plugin for a file PIL cannot identify; offline, the plugin's
+# import error would hide the real cause.
+UNIDENTIFIED = "No module named 'pi_heif'"
 
 
 def image_files(source: Path) -> list[Path]:
@@ -52,4 +55,5 @@ def _check_once(data: DataInfo, _yaml_mtime: int) -> None:
             for result in pool.map(verify_image_label, jobs):
                 corrupt, message = result[8], result[9]
                 if corrupt:
-                    raise ConfigError(f"{data.label}: {message.replace(CORRUPT, '')} (the trainer would skip it)")
+                    reason = message.replace(CORRUPT, "").replace(UNIDENTIFIED, "corrupt image, not a format PIL reads")
+                    raise ConfigError(f"{data.label}: {reason} (the trainer would skip it)")

@@ -53,9 +53,6 @@ class SweepCallback(Callback):
     """Hydra turns any Exception raised in a callback into a warning and goes on: every failure
     here is turned into one line and a non-zero exit instead."""
 
-    def __init__(self) -> None:
-        self._heartbeat: lifecycle.Heartbeat | None = None
-
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         with exit_on_failure():
             self._start(config)
@@ -83,8 +80,7 @@ class SweepCallback(Callback):
         parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
         info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent, len(jobs), parallel)
         info.write(sweep_dir)
-        lifecycle.set_active_sweep(client, info)
-        self._heartbeat = lifecycle.Heartbeat(client, [parent]).__enter__()
+        lifecycle.start_active_sweep(client, info)
         log.info(
             "Sweep %s: MLflow parent run %s in experiment '%s' (%s)",
             sweep_id,
@@ -104,8 +100,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from mlflow.tracking import MlflowClient
 
-        if self._heartbeat is not None:
-            self._heartbeat.__exit__(None, None, None)
+        lifecycle.stop_active_sweep()
         HydraConfig.instance().set_config(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         info = lifecycle.SweepInfo.read(sweep_dir)
@@ -115,7 +110,6 @@ class SweepCallback(Callback):
         failed = [s for s in statuses if s.get("status") not in ("FINISHED", "HELD")]
         with exit_on_failure("the sweep's parent run could not be finished"):
             lifecycle.finish_parent_run(MlflowClient(info.tracking_uri), info, jobs_failed=bool(failed))
-        lifecycle.set_active_sweep(None, None)
         write_sweep_report(info.tracking_uri, info.parent_run_id, sweep_dir / "report")
         print(
             f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info.sweep_id}, {sweep_dir})"

@@ -21,6 +21,8 @@ from omegaconf import DictConfig  # noqa: E402
 
 from sweep.cli import CONF_DIR  # noqa: E402
 
+pytest_plugins = ["tests.services"]  # fixtures tracking_server, slurm_cluster (make services)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Tiny but real: the demo base is pretrained for 1 epoch, every variant trains 2 epochs at 64 px.

@@ -122,15 +122,33 @@ def first_label(dataset: Path) -> Path:
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda d: first_label(d).write_text("7 0.5 0.5 0.2 0.2\n"), "has class id 7, outside the dataset's 3 classes"),
-        (lambda d: first_label(d).write_text("0 1.5 0.5 0.2 0.2\n"), "has coordinates outside [0, 1]"),
-        (lambda d: sorted((d / "images" / "val").glob("*.png"))[3].write_bytes(b"\x89PNG\r\n broken"), "corrupt image"),
+        (lambda d: first_label(d).write_text("7 0.5 0.5 0.2 0.2\n"), "Label class 7 exceeds dataset class count 3"),
+        (lambda d: first_label(d).write_text("0 1.5 0.5 0.2 0.2\n"), "out of bounds coordinates [1.5]"),
+        (
+            lambda d: first_label(d).write_text("0 0.5 0.5 0.2 0.2 0.1\n"),
+            "labels require 5 columns, 6 columns detected",
+        ),
+        (lambda d: first_label(d).write_text("0 0.5 abc 0.2 0.2\n"), "00000.png: "),
+        (
+            lambda d: sorted((d / "images" / "val").glob("*.png"))[3].write_bytes(b"\x89PNG\r\n broken"),
+            "00003.png: corrupt image, not a format PIL reads",
+        ),
         (lambda d: [p.unlink() for p in (d / "images" / "val").glob("*.png")], "the val split has no images"),
         (lambda d: (d / "data.yaml").write_text("train: images/train\nnames: [a, b]\n"), "'val:' key missing"),
-        (lambda d: (d / "data.yaml").write_text("train: [unclosed\n"), "data=demo"),
-        (lambda d: (d / "data.yaml").unlink(), "data=demo"),
+        (lambda d: (d / "data.yaml").write_text("train: [unclosed\n"), "data.yaml="),
+        (lambda d: (d / "data.yaml").unlink(), "data.yaml="),
     ],
-    ids=["class-id", "coordinates", "corrupt-image", "empty-split", "no-val-key", "malformed-yaml", "missing-yaml"],
+    ids=[
+        "class-id",
+        "coordinates",
+        "six-columns",
+        "not-numbers",
+        "corrupt-image",
+        "empty-split",
+        "no-val-key",
+        "malformed-yaml",
+        "missing-yaml",
+    ],
 )
 def test_broken_datasets_are_refused_naming_the_problem(
     dataset: Path, cache_root: Path, breakage, message: str
@@ -140,6 +158,13 @@ def test_broken_datasets_are_refused_naming_the_problem(
         build_variant(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"]))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"data.yaml={dataset / 'data.yaml'}")  # the user's file, not data=demo
+    assert "ModuleNotFoundError" not in str(error.value) and "pi_heif" not in str(error.value)
+
+
+def test_what_the_trainer_accepts_is_accepted(dataset: Path, cache_root: Path) -> None:
+    first_label(dataset).write_text("0 0.5 0.5 0.2 1.005\n")  # ultralytics allows 1% past the edge
+    assert build_variant(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"])).data.nc == 3
 
 
 def test_unreachable_tracking_server_stops_the_sweep_before_any_run(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from sweep.tracking import names
 from tests.conftest import run_sweep
 from tests.services import SlurmCluster, TrackingServer, job_facts, record_signals_until_requeued
 
-pytest_plugins = ["tests.services", "pytester"]
+pytest_plugins = ["pytester"]
 
 JOB_TIMEOUT_S = 300
 

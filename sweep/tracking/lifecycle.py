@@ -199,20 +199,28 @@ def end_runs_killed(client: MlflowClient, run_ids: Iterable[str], reason: str) -
             log.warning("run %s not closed: %s", run_id, redact(str(error).splitlines()[0] if str(error) else ""))
 
 
-_active: list[tuple[MlflowClient, SweepInfo]] = []  # the sweep this process launched, until it ends
+_active: list[tuple[MlflowClient, SweepInfo, Heartbeat]] = []  # the sweep this process launched
 
 
-def set_active_sweep(client: MlflowClient | None, info: SweepInfo | None) -> None:
+def start_active_sweep(client: MlflowClient, info: SweepInfo) -> None:
+    """The launching process keeps its parent run alive until the sweep ends. Held here, not on
+    Hydra's callback object, which launchers such as submitit pickle."""
+    stop_active_sweep()
+    _active.append((client, info, Heartbeat(client, [info.parent_run_id]).__enter__()))
+
+
+def stop_active_sweep() -> None:
+    for _, _, heartbeat in _active:
+        heartbeat.__exit__(None, None, None)
     _active.clear()
-    if client is not None and info is not None:
-        _active.append((client, info))
 
 
 def end_active_sweep(reason: str) -> None:
     """After a signal: the parent run this process started ends KILLED, saying why."""
-    for client, info in _active:
+    runs = [(client, info) for client, info, _ in _active]
+    stop_active_sweep()
+    for client, info in runs:
         end_runs_killed(client, [info.parent_run_id], reason)
-    _active.clear()
 
 
 # --- job status ---------------------------------------------------------------------------------

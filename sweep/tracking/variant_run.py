@@ -20,6 +20,7 @@ from sweep.schedule import trainable_params
 from sweep.tracking import names
 from sweep.tracking.resources import ResourceMonitor, gpu_indices
 from sweep.tracking.results_follower import ResultsFollower, parse_rows
+from sweep.train_defaults import train_defaults
 from sweep.variant import VariantSpec, describe_layers
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ VAL_KEYS = {
     "val/dfl_loss": "val/dfl_loss",
 }
 LR_KEY = "lr/pg0"
+ALWAYS_LOGGED = ("epochs", "imgsz", "batch", "device", "seed", "optimizer")  # train.* params every run has
 OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
 
 
@@ -65,7 +67,8 @@ def failure_message(error: BaseException) -> str:
 
 
 def variant_params(spec: VariantSpec) -> dict[str, str]:
-    """The resolved config, flattened: what the variant is, not ultralytics' 114 trainer args."""
+    """The resolved config, flattened: what the variant is, and the training arguments that differ
+    from ultralytics' defaults (all of them are in the config/resolved.yaml artifact)."""
     p = spec.params
     params = {
         names.P_MODEL: spec.model_name,
@@ -86,7 +89,9 @@ def variant_params(spec: VariantSpec) -> dict[str, str]:
     }
     if spec.switches:
         params[names.P_FREEZE_SCHEDULE] = spec.schedule.as_param()
-    params.update({f"train.{k}": v for k, v in spec.train_args.items()})
+    defaults = train_defaults()
+    shown = {k: v for k, v in spec.train_args.items() if k in ALWAYS_LOGGED or v != defaults.get(k)}
+    params.update({f"train.{k}": v for k, v in shown.items()})
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
