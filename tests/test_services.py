@@ -109,17 +109,20 @@ def test_the_slurm_launcher_trains_each_variant_as_a_job_on_a_cpu_only_cluster(
         "hydra.launcher.timeout_min=30",
         "hydra.launcher.array_parallelism=2",
     ]
-    sweep = run_sweep(tmp_path, cache_root, [*launcher, "freeze=0,10"])
+    sweep = run_sweep(tmp_path, cache_root, launcher)  # the default sweep: none, backbone, all_but_head
     assert sweep.result.returncode == 0, sweep.result.stdout[-3000:] + sweep.result.stderr[-3000:]
     (submission,) = sweep.sweep_dir.glob(".submitit/*/*_submission.sh")
     sbatch = submission.read_text()
     assert "#SBATCH --gpus-per-task=0" in sbatch and f"#SBATCH --partition={slurm_cluster.partition}" in sbatch
-    assert "#SBATCH --array=0-1%2" in sbatch
+    assert "#SBATCH --array=0-2%2" in sbatch
+    assert (sweep.sweep_dir / "report" / "report.html").is_file()
     client = MlflowClient(sweep.tracking_uri)
     experiment = client.get_experiment_by_name("freeze-sweep")
     variants = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(names.ROLE) == "variant"]
-    assert sorted(r.data.params[names.P_FREEZE] for r in variants) == ["0", "10"]
-    assert all(r.info.status == "FINISHED" for r in variants)
+    assert sorted(r.data.params[names.P_FREEZE] for r in variants) == ["all_but_head", "backbone", "none"]
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(names.ROLE) == "parent"]
+    assert all(r.info.status == "FINISHED" for r in [parent, *variants])
+    assert {r.data.tags[names.PARENT_RUN_ID] for r in variants} == {parent.info.run_id}
 
 
 @pytest.mark.server

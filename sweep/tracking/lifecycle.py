@@ -349,6 +349,8 @@ def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rer
         for key, value in {**tags, **owner_tags()}.items():
             if key != names.OUTPUT_DIR:
                 client.set_tag(run.info.run_id, key, value)
+        reason = run.data.tags.get(names.CLOSED_REASON) or f"ended {run.info.status}"
+        client.set_tag(run.info.run_id, names.RESUMED_AFTER, reason)
         client.set_tag(run.info.run_id, names.CLOSED_REASON, "")
         client.delete_run(mine.info.run_id)
         others = [r for r in unfinished if r.info.run_id != run.info.run_id]

@@ -16,6 +16,7 @@ ROLE_VARIANT = "variant"
 OWNER = "sweep.owner"  # host:pid:process start time
 HEARTBEAT = "sweep.heartbeat"  # unix seconds, refreshed while the owner lives
 CLOSED_REASON = "sweep.closed_reason"  # why a run ended KILLED: a signal, or its owner was gone
+RESUMED_AFTER = "sweep.resumed_after"  # on a resumed run: why its previous attempt ended
 
 # Tags on the parent run.
 OVERRIDES = "sweep.overrides"
