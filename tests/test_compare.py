@@ -21,7 +21,13 @@ import torch
 from PIL import Image
 
 from sweep.compare.analysis import Options, run_comparison
-from sweep.compare.checkpoints import CompareError, load_checkpoint, parse_freeze_option, train_arg_frozen
+from sweep.compare.checkpoints import (
+    CompareError,
+    DeclaredFreeze,
+    load_checkpoint,
+    parse_freeze_option,
+    train_arg_frozen,
+)
 from sweep.compare.cli import main
 from sweep.compare.dead import dead_by_activation, dead_by_weights
 from sweep.compare.summary import summary_text
@@ -196,6 +202,7 @@ def test_two_freeze_formats_never_meet() -> None:
         train_arg_frozen("10")
 
 
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
 def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path, Path, Path]) -> None:
     base_path, best_path, _ = trained
     base, variant = load_checkpoint(base_path, "base"), load_checkpoint(best_path, "freeze10")
@@ -223,6 +230,7 @@ def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path
     assert "layers 0-9 were frozen (checkpoint train arg freeze=10); verified: their weights equal the base's" in words
 
 
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
 def test_layers_frozen_by_a_callback_are_found_and_their_bn_drift_flagged(trained: tuple[Path, Path, Path]) -> None:
     """The seed's case: requires_grad=False in on_train_start; the checkpoint says freeze=None, BN kept updating."""
     base_path, _, callback_path = trained
@@ -244,6 +252,34 @@ def test_layers_frozen_by_a_callback_are_found_and_their_bn_drift_flagged(traine
     assert "WARNING: BatchNorm running statistics moved in 0-9" in words
 
 
+def test_unchanged_layers_are_found_frozen_and_an_override_is_checked_as_given(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without a recorded freeze, layers equal to the base's are frozen; --freeze replaces that, finding nothing."""
+    ckpt = torch.load(checkpoints["freeze10"], map_location="cpu", weights_only=False)
+    ckpt["train_args"] = {"freeze": None, "imgsz": 64}  # frozen by hand: nothing recorded
+    with torch.no_grad():
+        ckpt["model"].model[4].cv1.bn.running_var *= 1.5  # BN left in train mode in a frozen layer
+    unrecorded = tmp_path / "unrecorded.pt"
+    torch.save(ckpt, unrecorded)
+    base, variant = load_checkpoint(checkpoints["base"], "base"), load_checkpoint(unrecorded, "v")
+    comparison = run_comparison(base, [variant], Options())
+    frozen = comparison.frozen["v"]
+    assert frozen.found == frozen.used == frozen.undeclared == set(range(10))
+    assert [ch.layer.index for ch in comparison.vs_base(variant) if ch.frozen_violation] == [4]
+    text = summary_text(comparison)
+    assert "WARNING v: model.4 C2f is frozen but BN running stats moved" in text
+    assert "v: layers 0-9 found frozen (parameters equal the base's), not declared by checkpoint train arg" in text
+
+    for given, flagged in ((frozenset(), []), (frozenset({3, 12}), [12])):
+        declared = DeclaredFreeze(given, "--freeze", override=True)
+        comparison = run_comparison(base, [load_checkpoint(unrecorded, "v", declared)], Options())
+        assert comparison.frozen["v"].used == given and comparison.frozen["v"].found == set(range(10))
+        assert [ch.layer.index for ch in comparison.vs_base(comparison.variants[0]) if ch.frozen_violation] == flagged
+        assert "found frozen" not in summary_text(comparison)
+
+
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
 def test_frozen_layer_that_moved_is_flagged(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A frozen layer whose BN statistics drifted (BN left in train mode) or whose weights moved."""
     base_path, best_path, _ = trained
@@ -278,7 +314,9 @@ def test_head_reinitialised_for_another_class_count_is_new(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("first", "second"), [("yolov5nu.yaml", "yolov8n.yaml"), ("yolov8n.yaml", "yolov8s.yaml")], ids=["v5u-v8", "n-s"]
+    ("first", "second"),
+    [("yolov5nu.yaml", "yolov8n.yaml"), pytest.param("yolov8n.yaml", "yolov8s.yaml", marks=pytest.mark.slow)],
+    ids=["v5u-v8", "n-s"],
 )
 def test_different_architectures_exit_2(first: str, second: str, tmp_path: Path, capsys) -> None:
     a = save_checkpoint(build(first), tmp_path / "a.pt")
@@ -290,7 +328,12 @@ def test_different_architectures_exit_2(first: str, second: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize(
-    ("cfg", "n_backbone", "head"), [("yolov5nu.yaml", 10, 24), ("yolov8n.yaml", 10, 22), ("yolo11n.yaml", 11, 23)]
+    ("cfg", "n_backbone", "head"),
+    [
+        pytest.param("yolov5nu.yaml", 10, 24, marks=pytest.mark.slow),
+        ("yolov8n.yaml", 10, 22),
+        pytest.param("yolo11n.yaml", 11, 23, marks=pytest.mark.slow),
+    ],
 )
 def test_architectures_compare_end_to_end(cfg: str, n_backbone: int, head: int, dataset: Path, tmp_path: Path) -> None:
     """Backbone frozen and later layers perturbed: backbone identical (CKA 1), neck and head changed."""
@@ -367,19 +410,15 @@ def test_dead_channel_criteria_follow_the_function_not_the_parametrisation(datas
         assert dead["v"][1].gained_lost(dead["base"][1]) == (1, 0)
 
 
-def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path) -> None:
+def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     images = dataset.parent / "images" / "train"
     args = ["--base", str(checkpoints["base"]), str(checkpoints["freeze10"]), str(checkpoints["freeze22"])]
-    args += ["--images", str(images), "--n-images", "8", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-m", "sweep.compare", *args], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "freeze10: layers 0-9 unchanged" in result.stdout
-    assert "freeze22: layers 0-21 unchanged" in result.stdout
-    assert "Calibration: 8 images at 64 px" in result.stdout  # imgsz from the first variant's train args
+    assert main([*args, "--images", str(images), "--n-images", "8", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "freeze10: layers 0-9 unchanged" in stdout
+    assert "freeze22: layers 0-21 unchanged" in stdout
+    assert "Calibration: 8 images at 64 px" in stdout  # imgsz from the first variant's train args
     pngs = sorted(out.glob("*.png"))
     expected = {"weight_change", "bn_drift", "weight_distributions", "dead_channels", "pairs_by_layer"}
     assert expected | {"cka_section_ends"} <= {p.stem for p in pngs}
@@ -388,6 +427,9 @@ def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, t
     page = (out / "index.html").read_text()
     assert page.count("src='data:image/png;base64,") == len(pngs)
     assert "http://" not in page and "https://" not in page  # self-contained
+    words = page[page.index("<h2>In words</h2>") : page.index("<h2>Summary</h2>")]  # the words come first
+    assert words.count("<p>") == 2 and "<p>freeze10 (against base): layers 0-9 were frozen" in words
+    assert "<p>freeze22 (against base): layers 0-21 were frozen" in words and "In words" not in page.split("<pre>")[1]
     assert (out / "layers.csv").read_text().count("\n") == 1 + 3 * 23  # header + 3 pairs x 23 layers
 
 
@@ -442,6 +484,7 @@ def sweep_store(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path) -> 
     return uri, parent.info.run_id
 
 
+@pytest.mark.slow  # a new MLflow SQLite store (its migrations take seconds) and a full report
 def test_sweep_mode_reads_mlflow_and_logs_to_the_parent(sweep_store: tuple[str, str], tmp_path: Path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 

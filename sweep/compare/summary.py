@@ -25,7 +25,10 @@ def summary_text(comparison: Comparison, top: int = 5, words: bool = True) -> st
     if words:
         lines.append("In words")
         for paragraph in paragraphs(c):
-            lines += [*textwrap.wrap(paragraph, 110, initial_indent="  ", subsequent_indent="    "), ""]
+            lines += [
+                *textwrap.wrap(paragraph, 110, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
+                "",
+            ]
     lines += ["Frozen layers (must be unchanged; FP16 tolerance)", *_frozen_check(c)]
     lines += ["", f"Most changed layers vs base (top {top}, by BN-folded relative change)", *_most_changed(c, top)]
     new = _new_layers(c)
