@@ -410,6 +410,7 @@ def test_dead_channel_criteria_follow_the_function_not_the_parametrisation(datas
         assert dead["v"][1].gained_lost(dead["base"][1]) == (1, 0)
 
 
+@pytest.mark.slow  # activations, CKA and all plots of three models
 def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     images = dataset.parent / "images" / "train"
@@ -443,6 +444,10 @@ def test_freeze_option_overrides_train_args_and_flags_moved_layers(
     assert "Variant: freeze10 = " in out and "frozen layers: 0-21" in out
     assert "WARNING freeze10: model.9 SPPF" not in out
     assert "WARNING freeze10: model.12 C2f is frozen but weights moved, BN running stats moved" in out
+    page = (tmp_path / "index.html").read_text()
+    words = page[page.index("<h2>In words</h2>") : page.index("<h2>Summary</h2>")]  # the words come first
+    assert "<p>freeze10 (against base): layers 0-21 are frozen as given by --freeze [0, 1," in words
+    assert "WARNING: weights moved in layers 12-21, so they did not stay frozen" in words
     assert main([*args, "--freeze", "[]", "--n-images", "0"]) == 2
     assert "--freeze given 2 times for 1 checkpoints" in capsys.readouterr().err
 

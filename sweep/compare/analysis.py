@@ -1,7 +1,8 @@
 """Run every comparison stage on loaded checkpoints and keep the numbers in one `Comparison`.
 
-Pairs are (reference, other): the base against each variant (frozen layers = the variant's),
-then each pair of variants (no frozen check: both are checked against the base already).
+Pairs are (reference, other): the base against each variant (frozen layers: as declared, plus
+those found unchanged, see `frozen`), then each pair of variants (no frozen check: both are
+checked against the base already).
 """
 
 from __future__ import annotations

@@ -40,10 +40,13 @@ def frozen_sentence(c: Comparison, v: Checkpoint) -> str:
     weights_moved = sorted(i for i in frozen.used if changes[i].moved)
     bn_moved = sorted(i for i in frozen.used if changes[i].bn_stats_moved and not changes[i].moved)
     if not frozen.used:
-        return "no frozen layers (every layer with weights changed)."
+        given = (
+            f"as given by {frozen.declared.source}" if frozen.declared.override else "every layer with weights changed"
+        )
+        return f"no frozen layers ({given})."
     text = f"layers {_span(frozen.used, frozen)} {_frozen_origin(frozen)}"
     if weights_moved:
-        text += f"; WARNING: weights moved in {_layer_list(c, weights_moved)}, so they did not stay frozen"
+        text += f"; WARNING: weights moved in layers {_span(set(weights_moved), frozen)}, so they did not stay frozen"
     else:
         text += "; verified: their weights equal the base's"
     if bn_moved:
@@ -127,7 +130,3 @@ def _profile(c: Comparison, a: Checkpoint, b: Checkpoint) -> str:
 
 def _span(indices: frozenset[int] | set[int], frozen: FrozenLayers) -> str:
     return ranges(spanned(frozenset(indices), frozen.weightless))
-
-
-def _layer_list(c: Comparison, indices: list[int]) -> str:
-    return ", ".join(c.layers[i].name for i in indices)
