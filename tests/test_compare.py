@@ -1,4 +1,5 @@
-"""sweep.compare on real tiny checkpoints: a real freeze=10 training, perturbed copies, three architectures.
+"""sweep.compare on real tiny checkpoints: real freeze=10 and callback-frozen trainings, perturbed copies,
+constructed dead channels, three architectures.
 
 ultralytics is imported inside helpers only: conftest sets its environment (offline, own
 settings folder) in a session fixture, after this module is collected.
@@ -20,9 +21,15 @@ import torch
 from PIL import Image
 
 from sweep.compare.analysis import Options, run_comparison
-from sweep.compare.checkpoints import CompareError, load_checkpoint, parse_freeze
+from sweep.compare.checkpoints import (
+    CompareError,
+    DeclaredFreeze,
+    load_checkpoint,
+    parse_freeze_option,
+    train_arg_frozen,
+)
 from sweep.compare.cli import main
-from sweep.compare.dead import dead_by_activation, dead_by_bn
+from sweep.compare.dead import dead_by_activation, dead_by_weights
 from sweep.compare.summary import summary_text
 from sweep.tracking import names
 
@@ -35,12 +42,23 @@ SETTINGS.update({"mlflow": False})  # no stray MLflow runs from ultralytics' own
 from ultralytics import YOLO
 
 base, data, project = sys.argv[1:4]
-YOLO("yolov8n.yaml").save(base)
-YOLO(base).train(
-    data=data, epochs=1, imgsz=64, batch=4, nbs=4, workers=0, device="cpu", freeze=10, val=False, plots=False,
-    optimizer="SGD", lr0=0.02, warmup_epochs=0, mosaic=0.0, seed=0, project=project, name="freeze10",
-    exist_ok=True, verbose=False,
+args = dict(
+    data=data, epochs=1, imgsz=64, batch=4, nbs=4, workers=0, device="cpu", val=False, plots=False,
+    optimizer="SGD", lr0=0.02, warmup_epochs=0, mosaic=0.0, seed=0, project=project, exist_ok=True, verbose=False,
 )
+YOLO("yolov8n.yaml").save(base)
+YOLO(base).train(freeze=10, name="freeze10", **args)
+
+
+def freeze_by_hand(trainer):  # as the seed's user froze: requires_grad only; BN in train mode, freeze=None
+    for name, p in trainer.model.named_parameters():
+        if int(name.split(".")[1]) < 10:
+            p.requires_grad = False
+
+
+model = YOLO(base)
+model.add_callback("on_train_start", freeze_by_hand)
+model.train(name="callback10", **args)
 """
 
 
@@ -87,12 +105,13 @@ def build(cfg: str, nc: int | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path, **train_args: object) -> Path:
-    """The ultralytics checkpoint layout: an FP16 model under "model", train args beside it."""
+def save_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, **train_args: object) -> Path:
+    """The ultralytics checkpoint layout: an FP16 model (FP32 with half=False) under "model", train args beside it."""
     import ultralytics
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {"model": deepcopy(model).half(), "ema": None, "train_args": train_args, "version": ultralytics.__version__}
+    stored = deepcopy(model).half() if half else deepcopy(model)
+    ckpt = {"model": stored, "ema": None, "train_args": train_args, "version": ultralytics.__version__}
     torch.save(ckpt, path)
     return path
 
@@ -111,6 +130,10 @@ def perturbed(model: torch.nn.Module, layers: range, scale: float = 0.05, seed: 
     return out
 
 
+def calibration_images(dataset: Path) -> list[Path]:
+    return sorted((dataset.parent / "images" / "train").glob("*.png"))
+
+
 def valid_png(path: Path) -> bool:
     with Image.open(path) as image:
         image.verify()
@@ -126,8 +149,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A yolov8n base (80 classes) and a real 1-epoch freeze=10 training of it on 2 classes.
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A yolov8n base (80 classes) and two real 1-epoch trainings of it on 2 classes: freeze=10, and
+    layers 0-9 frozen by an on_train_start callback (requires_grad=False; the checkpoint says freeze=None).
 
     Trained in a subprocess: ultralytics' trainer changes process-wide torch settings.
     """
@@ -143,7 +167,8 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return base, folder / "runs" / "freeze10" / "weights" / "best.pt"
+    runs = folder / "runs"
+    return base, runs / "freeze10" / "weights" / "best.pt", runs / "callback10" / "weights" / "best.pt"
 
 
 @pytest.fixture(scope="module")
@@ -161,23 +186,30 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ---------------------------------------------------------------- tests
 
 
-def test_parse_freeze_follows_ultralytics() -> None:
-    assert parse_freeze(3) == {0, 1, 2}
-    assert parse_freeze([0, 4]) == {0, 4}
-    assert parse_freeze("10") == set(range(10))
-    assert parse_freeze("0,1,2") == {0, 1, 2}
-    assert parse_freeze("[5, 6]") == {5, 6}
-    assert parse_freeze("[5]") == parse_freeze("5,") == {5}
-    assert parse_freeze("") == parse_freeze("none") == parse_freeze(None) == frozenset()
-    with pytest.raises(CompareError, match="'backbone'"):
-        parse_freeze("backbone")
+def test_two_freeze_formats_never_meet() -> None:
+    """A checkpoint's train arg `freeze` is ultralytics' (5 = layers 0..4); `--freeze` is freeze_layers' (JSON list)."""
+    assert train_arg_frozen(3) == {0, 1, 2}
+    assert train_arg_frozen([0, 4]) == {0, 4}
+    assert train_arg_frozen(None) == train_arg_frozen(0) == frozenset()
+    assert parse_freeze_option("[5]") == {5}
+    assert parse_freeze_option("[0, 1, 2]") == {0, 1, 2}
+    assert parse_freeze_option("[]") == frozenset()
+    assert parse_freeze_option(names.freeze_layers_param(range(4))) == {0, 1, 2, 3}
+    for bad in ("5", "0,1,2", "none", "backbone", "[-1]", "[1.5]"):
+        with pytest.raises(CompareError, match=r"JSON list of layer indices.*not ultralytics' freeze=N"):
+            parse_freeze_option(bad)
+    with pytest.raises(CompareError, match=r"train arg freeze='10'.*an int N \(layers 0..N-1\)"):
+        train_arg_frozen("10")
 
 
-def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path, Path]) -> None:
-    base_path, best_path = trained
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
+def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path, Path, Path]) -> None:
+    base_path, best_path, _ = trained
     base, variant = load_checkpoint(base_path, "base"), load_checkpoint(best_path, "freeze10")
-    assert variant.frozen == set(range(10))  # read from the checkpoint's train args
+    assert variant.declared.layers == set(range(10))  # read from the checkpoint's train args
     comparison = run_comparison(base, [variant], Options())
+    frozen = comparison.frozen["freeze10"]
+    assert frozen.found == frozen.used == set(range(10)) and not frozen.undeclared
     changes = comparison.vs_base(variant)
     for ch in changes[:10]:
         assert ch.frozen and not ch.frozen_violation, ch
@@ -194,11 +226,63 @@ def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path
     text = summary_text(comparison)
     assert "freeze10: layers 0-9 unchanged" in text and "WARNING" not in text
     assert "freeze10: model.22 Detect: 6 of" in text
+    words = " ".join(text.split())  # the paragraph is wrapped for the terminal
+    assert "layers 0-9 were frozen (checkpoint train arg freeze=10); verified: their weights equal the base's" in words
 
 
-def test_frozen_layer_that_moved_is_flagged(trained: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
+def test_layers_frozen_by_a_callback_are_found_and_their_bn_drift_flagged(trained: tuple[Path, Path, Path]) -> None:
+    """The seed's case: requires_grad=False in on_train_start; the checkpoint says freeze=None, BN kept updating."""
+    base_path, _, callback_path = trained
+    base, variant = load_checkpoint(base_path, "base"), load_checkpoint(callback_path, "callback10")
+    assert variant.train_args["freeze"] is None and variant.declared.layers == frozenset()
+    comparison = run_comparison(base, [variant], Options())
+    frozen = comparison.frozen["callback10"]
+    assert frozen.found == frozen.used == frozen.undeclared == set(range(10))
+    changes = comparison.vs_base(variant)
+    assert all(ch.frozen and ch.rel_change == 0 for ch in changes[:10])
+    assert all(ch.frozen_violation == "BN running stats moved" for ch in changes[:10])
+    assert not any(ch.frozen for ch in changes[10:])
+    text = summary_text(comparison)
+    assert "callback10: no frozen layers" not in text
+    assert "Variant: callback10 = " in text and "frozen layers: 0-9 (checkpoint train arg freeze=None)" in text
+    assert "WARNING callback10: model.0 Conv is frozen but BN running stats moved" in text
+    words = " ".join(text.split())  # the paragraph is wrapped for the terminal
+    assert "layers 0-9 were frozen: found unchanged, not recorded (checkpoint train arg freeze=None)" in words
+    assert "WARNING: BatchNorm running statistics moved in 0-9" in words
+
+
+def test_unchanged_layers_are_found_frozen_and_an_override_is_checked_as_given(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without a recorded freeze, layers equal to the base's are frozen; --freeze replaces that, finding nothing."""
+    ckpt = torch.load(checkpoints["freeze10"], map_location="cpu", weights_only=False)
+    ckpt["train_args"] = {"freeze": None, "imgsz": 64}  # frozen by hand: nothing recorded
+    with torch.no_grad():
+        ckpt["model"].model[4].cv1.bn.running_var *= 1.5  # BN left in train mode in a frozen layer
+    unrecorded = tmp_path / "unrecorded.pt"
+    torch.save(ckpt, unrecorded)
+    base, variant = load_checkpoint(checkpoints["base"], "base"), load_checkpoint(unrecorded, "v")
+    comparison = run_comparison(base, [variant], Options())
+    frozen = comparison.frozen["v"]
+    assert frozen.found == frozen.used == frozen.undeclared == set(range(10))
+    assert [ch.layer.index for ch in comparison.vs_base(variant) if ch.frozen_violation] == [4]
+    text = summary_text(comparison)
+    assert "WARNING v: model.4 C2f is frozen but BN running stats moved" in text
+    assert "v: layers 0-9 found frozen (parameters equal the base's), not declared by checkpoint train arg" in text
+
+    for given, flagged in ((frozenset(), []), (frozenset({3, 12}), [12])):
+        declared = DeclaredFreeze(given, "--freeze", override=True)
+        comparison = run_comparison(base, [load_checkpoint(unrecorded, "v", declared)], Options())
+        assert comparison.frozen["v"].used == given and comparison.frozen["v"].found == set(range(10))
+        assert [ch.layer.index for ch in comparison.vs_base(comparison.variants[0]) if ch.frozen_violation] == flagged
+        assert "found frozen" not in summary_text(comparison)
+
+
+@pytest.mark.slow  # two real trainings (the module fixture `trained`)
+def test_frozen_layer_that_moved_is_flagged(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A frozen layer whose BN statistics drifted (BN left in train mode) or whose weights moved."""
-    base_path, best_path = trained
+    base_path, best_path, _ = trained
     ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     model = ckpt["model"]
     with torch.no_grad():
@@ -230,7 +314,9 @@ def test_head_reinitialised_for_another_class_count_is_new(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("first", "second"), [("yolov5nu.yaml", "yolov8n.yaml"), ("yolov8n.yaml", "yolov8s.yaml")], ids=["v5u-v8", "n-s"]
+    ("first", "second"),
+    [("yolov5nu.yaml", "yolov8n.yaml"), pytest.param("yolov8n.yaml", "yolov8s.yaml", marks=pytest.mark.slow)],
+    ids=["v5u-v8", "n-s"],
 )
 def test_different_architectures_exit_2(first: str, second: str, tmp_path: Path, capsys) -> None:
     a = save_checkpoint(build(first), tmp_path / "a.pt")
@@ -242,7 +328,12 @@ def test_different_architectures_exit_2(first: str, second: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize(
-    ("cfg", "n_backbone", "head"), [("yolov5nu.yaml", 10, 24), ("yolov8n.yaml", 10, 22), ("yolo11n.yaml", 11, 23)]
+    ("cfg", "n_backbone", "head"),
+    [
+        pytest.param("yolov5nu.yaml", 10, 24, marks=pytest.mark.slow),
+        ("yolov8n.yaml", 10, 22),
+        pytest.param("yolo11n.yaml", 11, 23, marks=pytest.mark.slow),
+    ],
 )
 def test_architectures_compare_end_to_end(cfg: str, n_backbone: int, head: int, dataset: Path, tmp_path: Path) -> None:
     """Backbone frozen and later layers perturbed: backbone identical (CKA 1), neck and head changed."""
@@ -264,36 +355,71 @@ def test_architectures_compare_end_to_end(cfg: str, n_backbone: int, head: int, 
     assert set(c.feature_maps["v"]) == {n_backbone // 2, n_backbone - 1, head - 1}
 
 
-def test_dead_channels_by_bn_scale_and_by_activation(dataset: Path, tmp_path: Path) -> None:
-    """gamma = 0 makes a Conv-BN-SiLU channel constant: both methods must find it."""
+def test_dead_channels_by_weights_and_by_activation(dataset: Path, tmp_path: Path) -> None:
+    """gamma = 0 makes a Conv-BN-SiLU channel constant: both criteria must find it, as gained channels."""
     base = build("yolov8n.yaml")
     variant = deepcopy(base)
     with torch.no_grad():
         variant.model[1].bn.weight[:5] = 0.0
     b = load_checkpoint(save_checkpoint(base, tmp_path / "base.pt"), "base")
     v = load_checkpoint(save_checkpoint(variant, tmp_path / "v.pt"), "v")
-    images = sorted((dataset.parent / "images" / "train").glob("*.png"))
-    c = run_comparison(b, [v], Options(images=images, imgsz=64))
-    assert c.dead_bn["v"][1].dead - c.dead_bn["base"][1].dead == 5
-    assert c.dead_act["v"][1].dead - c.dead_act["base"][1].dead == 5
+    c = run_comparison(b, [v], Options(images=calibration_images(dataset), imgsz=64))
+    assert c.dead_weight["v"][1].gained_lost(c.dead_weight["base"][1]) == (5, 0)
+    assert c.dead_act["v"][1].gained_lost(c.dead_act["base"][1]) == (5, 0)
+    assert c.dead_weight["base"][1].gained_lost(c.dead_weight["v"][1]) == (0, 5)
     assert 10 not in c.dead_act["v"]  # Upsample/Concat pass on other layers' channels: not counted again
     assert dead_by_activation(torch.tensor([1.0, 1.2, 0.0, 1e-5]), 1e-2).dead == 2
-    assert dead_by_bn(variant.model[1], 1e-3).dead == 5
+    assert dead_by_weights(variant.model[1], 1e-2).dead == 5
+    words = " ".join(summary_text(c).split())
+    assert "Dead channels against the base: by weights 5 gained, 0 lost" in words
 
 
-def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path) -> None:
+def test_dead_channel_criteria_follow_the_function_not_the_parametrisation(dataset: Path, tmp_path: Path) -> None:
+    """The issue's two constructed cases in layer 1 (Conv-BN-SiLU), plus an untouched control channel.
+
+    Channel 3: conv weights x c, running mean x c, running variance so that (var + eps) scales by c^2
+    (c = 1e4; this base's channels start at |gamma| / sqrt(var + eps) ~ 3): the network computes the same
+    function, |gamma| / sqrt(var + eps) drops c-fold below the former threshold 1e-3, and the channel is alive. Channel 7: conv weights x 1e-4 with BN statistics left as they were: the output is near-constant,
+    yet gamma and the statistics are untouched. Channel 0: control.
+    """
+    control, rescaled, shrunk, c_up = 0, 3, 7, 1e4
+    base = build("yolov8n.yaml")
+    variant = deepcopy(base)
+    conv, bn = variant.model[1].conv, variant.model[1].bn
+    with torch.no_grad():
+        conv.weight[rescaled] *= c_up
+        bn.running_mean[rescaled] *= c_up
+        bn.running_var[rescaled] = c_up**2 * (bn.running_var[rescaled] + bn.eps) - bn.eps
+        conv.weight[shrunk] *= 1e-4
+    images = calibration_images(dataset)
+    batch = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(f)), (64, 64))) for f in images])
+    batch = batch.permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        out_base, out_variant = base.model[1](base.model[0](batch)), variant.model[1](variant.model[0](batch))
+    torch.testing.assert_close(out_variant[:, rescaled], out_base[:, rescaled], rtol=1e-4, atol=1e-5)
+    assert out_variant[:, shrunk].std() < 0.05 * out_base[:, shrunk].std()
+    old_scale = bn.weight.abs() / torch.sqrt(bn.running_var + bn.eps)  # the former criterion, below 1e-3: "dead"
+    assert old_scale[rescaled] < 1e-3 < old_scale[shrunk]
+
+    b = load_checkpoint(save_checkpoint(base, tmp_path / "base.pt", half=False), "base")
+    v = load_checkpoint(save_checkpoint(variant, tmp_path / "v.pt", half=False), "v")  # c^2 x var overflows FP16
+    c = run_comparison(b, [v], Options(images=images, imgsz=64))
+    for dead in (c.dead_weight, c.dead_act):
+        assert not dead["base"][1].mask[[control, rescaled, shrunk]].any()
+        assert dead["v"][1].mask[[control, rescaled, shrunk]].tolist() == [False, False, True]
+        assert dead["v"][1].gained_lost(dead["base"][1]) == (1, 0)
+
+
+@pytest.mark.slow  # activations, CKA and all plots of three models
+def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     images = dataset.parent / "images" / "train"
     args = ["--base", str(checkpoints["base"]), str(checkpoints["freeze10"]), str(checkpoints["freeze22"])]
-    args += ["--images", str(images), "--n-images", "8", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-m", "sweep.compare", *args], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "freeze10: layers 0-9 unchanged" in result.stdout
-    assert "freeze22: layers 0-21 unchanged" in result.stdout
-    assert "Calibration: 8 images at 64 px" in result.stdout  # imgsz from the first variant's train args
+    assert main([*args, "--images", str(images), "--n-images", "8", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "freeze10: layers 0-9 unchanged" in stdout
+    assert "freeze22: layers 0-21 unchanged" in stdout
+    assert "Calibration: 8 images at 64 px" in stdout  # imgsz from the first variant's train args
     pngs = sorted(out.glob("*.png"))
     expected = {"weight_change", "bn_drift", "weight_distributions", "dead_channels", "pairs_by_layer"}
     assert expected | {"cka_section_ends"} <= {p.stem for p in pngs}
@@ -302,20 +428,27 @@ def test_cli_writes_html_and_pngs(checkpoints: dict[str, Path], dataset: Path, t
     page = (out / "index.html").read_text()
     assert page.count("src='data:image/png;base64,") == len(pngs)
     assert "http://" not in page and "https://" not in page  # self-contained
+    words = page[page.index("<h2>In words</h2>") : page.index("<h2>Summary</h2>")]  # the words come first
+    assert words.count("<p>") == 2 and "<p>freeze10 (against base): layers 0-9 were frozen" in words
+    assert "<p>freeze22 (against base): layers 0-21 were frozen" in words and "In words" not in page.split("<pre>")[1]
     assert (out / "layers.csv").read_text().count("\n") == 1 + 3 * 23  # header + 3 pairs x 23 layers
 
 
 def test_freeze_option_overrides_train_args_and_flags_moved_layers(
     checkpoints: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
-    """freeze10.pt changed layers 10-22; declared as freeze=22, layers 12-21 must be flagged."""
-    args = ["--base", str(checkpoints["base"]), str(checkpoints["freeze10"]), "--freeze", "22"]
+    """freeze10.pt changed layers 10-22; declared as layers 0-21, layers 12-21 must be flagged."""
+    args = ["--base", str(checkpoints["base"]), str(checkpoints["freeze10"]), "--freeze", str(list(range(22)))]
     assert main([*args, "--n-images", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Variant: freeze10 = " in out and "frozen layers: 0-21" in out
     assert "WARNING freeze10: model.9 SPPF" not in out
     assert "WARNING freeze10: model.12 C2f is frozen but weights moved, BN running stats moved" in out
-    assert main([*args, "--freeze", "10", "--n-images", "0"]) == 2
+    page = (tmp_path / "index.html").read_text()
+    words = page[page.index("<h2>In words</h2>") : page.index("<h2>Summary</h2>")]  # the words come first
+    assert "<p>freeze10 (against base): layers 0-21 are frozen as given by --freeze [0, 1," in words
+    assert "WARNING: weights moved in layers 12-21, so they did not stay frozen" in words
+    assert main([*args, "--freeze", "[]", "--n-images", "0"]) == 2
     assert "--freeze given 2 times for 1 checkpoints" in capsys.readouterr().err
 
 
@@ -356,6 +489,7 @@ def sweep_store(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path) -> 
     return uri, parent.info.run_id
 
 
+@pytest.mark.slow  # a new MLflow SQLite store (its migrations take seconds) and a full report
 def test_sweep_mode_reads_mlflow_and_logs_to_the_parent(sweep_store: tuple[str, str], tmp_path: Path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -372,7 +506,7 @@ def test_sweep_mode_reads_mlflow_and_logs_to_the_parent(sweep_store: tuple[str, 
 
     assert main(["--sweep", "nope", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "unknown sweep id 'nope'" in err and "s1" in err
+    assert len(err.splitlines()) == 1 and "--sweep nope: unknown sweep" in err and "recent sweeps: s1" in err
 
 
 def test_bad_input_is_a_one_line_error(checkpoints: dict[str, Path], dataset: Path, tmp_path: Path, capsys) -> None:
@@ -384,6 +518,10 @@ def test_bad_input_is_a_one_line_error(checkpoints: dict[str, Path], dataset: Pa
         ([*pair, "--images", images, "--feature-layers", "4,22"], "the head has no feature map"),
         ([*pair, "--images", images, "--n-images", "3"], "at least 4 calibration images"),
         ([*pair, "--images", str(tmp_path / "nothing")], "no images found"),
+        (
+            [*pair, "--freeze", "5", "--freeze", "[]"],
+            "--freeze '5': give the frozen layers as a JSON list of layer indices",
+        ),
     ):
         assert main([*args, "--out", str(tmp_path / "out")]) == 2, args
         err = capsys.readouterr().err.strip()

@@ -1,7 +1,8 @@
 """Run every comparison stage on loaded checkpoints and keep the numbers in one `Comparison`.
 
-Pairs are (reference, other): the base against each variant (frozen layers = the variant's),
-then each pair of variants (no frozen check: both are checked against the base already).
+Pairs are (reference, other): the base against each variant (frozen layers: as declared, plus
+those found unchanged, see `frozen`), then each pair of variants (no frozen check: both are
+checked against the base already).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from sweep.compare.activations import collect, feature_maps
 from sweep.compare.checkpoints import Checkpoint, CompareError, Layer, check_same_architecture
 from sweep.compare.cka import center_unbiased, cka_from_centered, linear_gram
-from sweep.compare.dead import DeadCount, dead_by_activation, dead_by_bn
+from sweep.compare.dead import DeadChannels, dead_by_activation, dead_by_weights
+from sweep.compare.frozen import FrozenLayers, find_frozen
 from sweep.compare.images import load_images
 from sweep.compare.weights import LayerChange, compare_models, weight_samples
 
@@ -30,7 +32,7 @@ class Options:
     images: list[Path] = field(default_factory=list)
     imgsz: int = 640
     cka_grid: int = 4
-    dead_bn: float = 1e-3  # |gamma| / sqrt(var + eps) below this: dead
+    dead_weight: float = 1e-2  # BN-folded channel weight norm below this x its conv's median: dead
     dead_act: float = 1e-2  # channel std below this x the layer's mean channel std: dead
     feature_layers: list[int] | None = None  # None: middle and end of the backbone, end of the neck
     feature_image: Path | None = None  # None: the first calibration image
@@ -44,11 +46,12 @@ class Comparison:
     variants: list[Checkpoint]
     layers: list[Layer]
     changes: dict[tuple[str, str], list[LayerChange]]  # (reference, other) -> per layer
-    dead_bn: dict[str, list[DeadCount]]  # model label -> per layer
+    frozen: dict[str, FrozenLayers]  # variant label -> declared, found and checked frozen layers
+    dead_weight: dict[str, list[DeadChannels]]  # model label -> per layer
     samples: dict[str, list[np.ndarray]]  # model label -> per layer weight sample
     images: list[Path]
     imgsz: int
-    dead_act: dict[str, dict[int, DeadCount]] = field(default_factory=dict)  # model -> layer -> count
+    dead_act: dict[str, dict[int, DeadChannels]] = field(default_factory=dict)  # model -> layer -> channels
     cka: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)  # pair -> layer -> CKA
     feature_maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # model -> layer -> CHW
     feature_image: Path | None = None
@@ -81,11 +84,14 @@ def run_comparison(base: Checkpoint, variants: list[Checkpoint], options: Option
         layers = check_same_architecture(models)
     feature_layers = _feature_layers(layers, options) if options.images else []
     with timed(timings, "weights and BN"):
-        changes = {(base.label, v.label): compare_models(base.layers, v.layers, layers, v.frozen) for v in variants}
+        changes = {(base.label, v.label): compare_models(base.layers, v.layers, layers) for v in variants}
+        frozen = {v.label: find_frozen(changes[(base.label, v.label)], v.declared) for v in variants}
         for a, b in combinations(variants, 2):
-            changes[(a.label, b.label)] = compare_models(a.layers, b.layers, layers, frozenset())
-    with timed(timings, "dead channels (BN)"):
-        dead_bn = {m.label: [dead_by_bn(m.layers[la.index], options.dead_bn) for la in layers] for m in models}
+            changes[(a.label, b.label)] = compare_models(a.layers, b.layers, layers)
+    with timed(timings, "dead channels (weights)"):
+        dead_weight = {
+            m.label: [dead_by_weights(m.layers[la.index], options.dead_weight) for la in layers] for m in models
+        }
     with timed(timings, "distributions"):
         samples = {m.label: [weight_samples(layer, options.weight_samples) for layer in m.layers] for m in models}
     comparison = Comparison(
@@ -93,7 +99,8 @@ def run_comparison(base: Checkpoint, variants: list[Checkpoint], options: Option
         variants=variants,
         layers=layers,
         changes=changes,
-        dead_bn=dead_bn,
+        frozen=frozen,
+        dead_weight=dead_weight,
         samples=samples,
         images=list(options.images),
         imgsz=options.imgsz,

@@ -6,7 +6,6 @@ so frozen indices, weight changes and activation hooks all speak about the same 
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torch import nn
 
 from sweep.errors import ConfigError
 from sweep.freeze import architecture_of
+from sweep.tracking import names
 
 
 class CompareError(ConfigError):
@@ -33,6 +33,19 @@ class Layer:
         return f"model.{self.index} {self.kind}"
 
 
+@dataclass(frozen=True)
+class DeclaredFreeze:
+    """Frozen layers as training recorded them or the user stated them, and where that came from.
+
+    Recorded values are checked against the base, and layers found unchanged are added; an
+    override (`--freeze`) is checked as given and nothing is added to it.
+    """
+
+    layers: frozenset[int]
+    source: str  # e.g. "checkpoint train arg freeze=10", "MLflow param freeze_layers", "--freeze"
+    override: bool = False
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: FP32 model in eval mode plus what training recorded about it."""
@@ -41,7 +54,7 @@ class Checkpoint:
     path: Path
     model: nn.Module
     train_args: dict
-    frozen: frozenset[int]  # layer indices that did not train
+    declared: DeclaredFreeze
 
     @property
     def layers(self) -> nn.Sequential:
@@ -54,35 +67,41 @@ class Checkpoint:
         return str(yaml.get("yaml_file") or type(self.model).__name__)
 
 
-def parse_freeze(freeze: object) -> frozenset[int]:
-    """Frozen layer indices in ultralytics' meaning: int N = layers 0..N-1, a list = those indices.
+def train_arg_frozen(freeze: object) -> frozenset[int]:
+    """Layer indices of ultralytics' `freeze` train argument, in ultralytics' meaning:
+    an int N is layers 0..N-1, a list is exactly those layers, None (or 0) is none.
 
-    Also accepts the string forms found in MLflow params and on the command line: "10",
-    "0,1,2", "[0, 1, 2]", "" or "none".
+    This is not the sweep's `freeze_layers` format (always a JSON list of indices): a checkpoint's
+    `freeze=5` means layers 0..4, a `freeze_layers` of `[5]` means layer 5.
     """
     if freeze is None or freeze is False:
         return frozenset()
-    if isinstance(freeze, str):
-        text = freeze.strip()
-        if text.lower() in ("", "none", "null"):
-            return frozenset()
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as e:
-            raise CompareError(
-                f"cannot read freeze value {freeze!r}: expected an int N (layers 0..N-1), "
-                "a comma-separated list of layer indices or 'none'"
-            ) from e
-        return parse_freeze(value)
-    if isinstance(freeze, int):
+    if isinstance(freeze, int) and not isinstance(freeze, bool):
         return frozenset(range(freeze))
-    if isinstance(freeze, list | tuple | set | frozenset):
-        return frozenset(int(i) for i in freeze)
-    raise CompareError(f"cannot read freeze value {freeze!r}: expected an int or a list of layer indices")
+    if isinstance(freeze, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool) for i in freeze):
+        return frozenset(freeze)
+    raise CompareError(
+        f"cannot read the checkpoint's train arg freeze={freeze!r}: ultralytics takes an int N (layers 0..N-1) "
+        "or a list of layer indices; pass the frozen layers with --freeze"
+    )
 
 
-def load_checkpoint(path: Path, label: str, freeze: object = None) -> Checkpoint:
-    """Load a .pt file; `freeze` overrides the `freeze` train arg stored in the checkpoint."""
+def parse_freeze_option(text: str) -> frozenset[int]:
+    """A `--freeze` value, in the sweep's `freeze_layers` format: a JSON list of layer indices."""
+    try:
+        layers = names.parse_freeze_layers(text)
+    except ValueError:
+        layers = None
+    if layers is None or any(i < 0 for i in layers):
+        raise CompareError(
+            f"--freeze {text!r}: give the frozen layers as a JSON list of layer indices, e.g. '[0, 1, 2]', "
+            "'[5]' (layer 5 alone) or '[]' (none); not ultralytics' freeze=N"
+        )
+    return frozenset(layers)
+
+
+def load_checkpoint(path: Path, label: str, declared: DeclaredFreeze | None = None) -> Checkpoint:
+    """Load a .pt file; `declared` replaces the `freeze` train arg stored in the checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise CompareError(f"checkpoint not found: {path}")
@@ -98,8 +117,10 @@ def load_checkpoint(path: Path, label: str, freeze: object = None) -> Checkpoint
     if not isinstance(getattr(model, "model", None), nn.Sequential):
         raise CompareError(f"{path} holds no ultralytics layer sequence (model.model); cannot compare it")
     train_args = dict(ckpt.get("train_args") or {})
-    frozen = parse_freeze(freeze if freeze is not None else train_args.get("freeze"))
-    return Checkpoint(label=label, path=path, model=model, train_args=train_args, frozen=frozen)
+    if declared is None:
+        freeze = train_args.get("freeze")
+        declared = DeclaredFreeze(train_arg_frozen(freeze), f"checkpoint train arg freeze={freeze!r}")
+    return Checkpoint(label=label, path=path, model=model, train_args=train_args, declared=declared)
 
 
 def layer_table(checkpoint: Checkpoint) -> list[Layer]:

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.compare.analysis import Options, run_comparison
-from sweep.compare.checkpoints import Checkpoint, CompareError, label_for, load_checkpoint, unique_labels
+from sweep.compare.checkpoints import (
+    Checkpoint,
+    CompareError,
+    DeclaredFreeze,
+    label_for,
+    load_checkpoint,
+    parse_freeze_option,
+    unique_labels,
+)
 from sweep.compare.images import find_images, pick, val_images
 from sweep.compare.report import write_report
 from sweep.compare.summary import summary_text
@@ -43,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze",
         action="append",
         metavar="SPEC",
-        help="frozen layers of each checkpoint given, in order, overriding the checkpoint's train args: "
-        "N (layers 0..N-1), '0,1,2', '[5]' (layer 5 alone) or 'none'; repeat once per checkpoint",
+        help="frozen layers of each checkpoint, in order, as a JSON list of layer indices (the sweep's "
+        "freeze_layers format): '[0,1,2]', '[5]' (layer 5 alone), '[]' (none); not ultralytics' freeze=N. "
+        "Overrides what the checkpoint or the sweep recorded, and turns off finding frozen layers; "
+        "repeat once per checkpoint",
     )
     p.add_argument("--images", help="calibration images: folder, glob or .txt list (default: the dataset's val images)")
     p.add_argument("--n-images", type=int, default=64, help="calibration images to use; 0 skips activations")
@@ -53,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="name of the output folder (default: the sweep id or a timestamp)")
     p.add_argument("--feature-layers", default=None, help="layer indices for feature maps, e.g. '4,9,21'")
     p.add_argument("--feature-image", type=Path, default=None, help="image for feature maps (default: first image)")
-    p.add_argument("--dead-bn", type=float, default=1e-3, help="dead if |gamma|/sqrt(var+eps) is below this")
+    p.add_argument(
+        "--dead-weight",
+        type=float,
+        default=1e-2,
+        help="dead if the channel's BN-folded weight norm is below this x the median of its conv's channels",
+    )
     p.add_argument("--dead-act", type=float, default=1e-2, help="dead if channel std < this x the layer's mean std")
     p.add_argument("--cka-grid", type=int, default=4, help="pool each map to GRID x GRID before CKA (1 = global)")
     p.add_argument("--top", type=int, default=5, help="most changed layers to list per variant")
@@ -77,7 +92,7 @@ class _Inputs:
     base: Path | None
     paths: list[Path]
     labels: list[str]
-    freezes: list[object]  # per checkpoint: a freeze spec (see parse_freeze); None: the checkpoint's train args
+    freezes: list[DeclaredFreeze | None]  # per checkpoint; None: the checkpoint's `freeze` train arg
     data: str | None = None  # dataset yaml for the default calibration images
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -95,7 +110,8 @@ def _inputs(args: argparse.Namespace, tracking_uri: str, downloads: Path) -> _In
         base=found.base,
         paths=[v.checkpoint for v in found.variants],
         labels=[v.label for v in found.variants],
-        freezes=_freeze_overrides(args.freeze, len(found.variants)) or [v.freeze_layers for v in found.variants],
+        freezes=_freeze_overrides(args.freeze, len(found.variants))
+        or [_recorded(v.freeze_layers) for v in found.variants],
         data=found.variants[0].data,
         parent_run_id=found.parent_run_id,
         notes=[f"skipped unfinished run {s}" for s in found.skipped],
@@ -115,13 +131,13 @@ def _run(args: argparse.Namespace, downloads: Path) -> int:
     elif not paths:
         raise CompareError("give at least one checkpoint to compare with the base")
     all_labels = unique_labels([label_for(base_path), *labels])
-    base = load_checkpoint(base_path, all_labels[0], freeze=base_freeze)
-    variants = [load_checkpoint(p, label, freeze=f) for p, label, f in zip(paths, all_labels[1:], freezes, strict=True)]
+    base = load_checkpoint(base_path, all_labels[0], base_freeze)
+    variants = [load_checkpoint(p, label, f) for p, label, f in zip(paths, all_labels[1:], freezes, strict=True)]
     options = Options(
         images=_calibration_images(args, variants[0], inputs.data, inputs.notes),
         imgsz=args.imgsz or _train_imgsz(variants[0]),
         cka_grid=args.cka_grid,
-        dead_bn=args.dead_bn,
+        dead_weight=args.dead_weight,
         dead_act=args.dead_act,
         feature_layers=_int_list(args.feature_layers),
         feature_image=args.feature_image,
@@ -129,11 +145,10 @@ def _run(args: argparse.Namespace, downloads: Path) -> int:
     start = time.perf_counter()
     comparison = run_comparison(base, variants, options)
     comparison.notes = inputs.notes + comparison.notes
-    summary = summary_text(comparison, top=args.top)
     name = args.name or args.sweep or time.strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or Path("outputs") / "compare" / name
-    page = write_report(comparison, out_dir, f"freeze-sweep compare: {name}", summary)
-    print(summary)
+    page = write_report(comparison, out_dir, f"freeze-sweep compare: {name}", args.top)
+    print(summary_text(comparison, top=args.top))
     stages = ", ".join(f"{stage} {sec:.1f}s" for stage, sec in comparison.timings.items())
     print(f"\nTime: {time.perf_counter() - start:.1f}s ({stages})")
     print(f"Wrote {page} (plots and tables beside it)")
@@ -163,14 +178,21 @@ def _train_imgsz(checkpoint: Checkpoint) -> int:
     return int(max(imgsz)) if isinstance(imgsz, list | tuple) else int(imgsz)
 
 
-def _freeze_overrides(values: list[str] | None, n: int) -> list[str] | None:
+def _freeze_overrides(values: list[str] | None, n: int) -> list[DeclaredFreeze] | None:
     if values is None:
         return None
     if len(values) != n:
         raise CompareError(
             f"--freeze given {len(values)} times for {n} checkpoints; give it once per checkpoint, in order"
         )
-    return values
+    return [DeclaredFreeze(parse_freeze_option(v), f"--freeze {v}", override=True) for v in values]
+
+
+def _recorded(freeze_layers: list[int] | None) -> DeclaredFreeze | None:
+    """The sweep's `freeze_layers` param; None (not logged): the checkpoint's train args."""
+    if freeze_layers is None:
+        return None
+    return DeclaredFreeze(frozenset(freeze_layers), "MLflow param freeze_layers")
 
 
 def _int_list(text: str | None) -> list[int] | None:

@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 
 from sweep.compare.analysis import Comparison
-from sweep.compare.summary import fmt, frozen_violations
+from sweep.compare.answer import paragraphs
+from sweep.compare.summary import frozen_violations
+from sweep.compare.text import fmt
 from sweep.html_page import embedded_plots, page
 from sweep.html_page import escape as _e
 
@@ -23,8 +25,10 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 
 
 def render_html(c: Comparison, summary: str, plots: list[Path], title: str) -> str:
-    """The page as a string; `plots` are PNG files, embedded in the given order."""
-    parts = [f"<h1>{_e(title)}</h1>"]
+    """The page as a string: the answer in words first, then `summary` (the terminal summary
+    without the words), per-layer tables and `plots` (PNG files, embedded in the given order)."""
+    parts = [f"<h1>{_e(title)}</h1>", "<h2>In words</h2>"]
+    parts += [f"<p>{_e(paragraph)}</p>" for paragraph in paragraphs(c)]
     bad = [line for v in c.variants for line in frozen_violations(c, v)]
     if bad:
         parts.append("<p class='warn'>Frozen layers that moved:</p><ul>")
@@ -55,7 +59,7 @@ def _variant_table(c: Comparison, label: str) -> str:
         "BN |ln var ratio|",
         "gamma change",
         "beta change",
-        "dead BN base / variant",
+        "dead by weights base / variant",
         "dead act base / variant",
         "CKA vs base",
     ]
@@ -78,7 +82,7 @@ def _variant_table(c: Comparison, label: str) -> str:
                     fmt(ch.bn_var_log_ratio),
                     fmt(ch.gamma_change),
                     fmt(ch.beta_change),
-                    f"{c.dead_bn[c.base.label][i].dead} / {c.dead_bn[label][i].dead}",
+                    f"{c.dead_weight[c.base.label][i].dead} / {c.dead_weight[label][i].dead}",
                     _dead_pair(c, label, i),
                     fmt(cka.get(i, math.nan)),
                 ],

@@ -1,7 +1,9 @@
 """Calibration images: find them (folder, glob, list file or a dataset's val split) and load them.
 
-Images are letterboxed to a square of `imgsz` (aspect kept, grey 114 padding) and scaled to
-[0, 1] RGB, as ultralytics' validator feeds them.
+Ultralytics (imported when first needed, after the caller set its environment) decides the rules: which files are images (`IMG_FORMATS`), how a dataset yaml
+resolves its val split (`check_det_dataset`, without downloading), and how an image is
+letterboxed (`LetterBox`: a square of `imgsz`, aspect kept, grey 114 padding). Images are then
+scaled to [0, 1] RGB, as its predictor feeds them.
 """
 
 from __future__ import annotations
@@ -12,25 +14,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 
 from sweep.compare.checkpoints import CompareError
-
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 
 
 def find_images(spec: str | Path) -> list[Path]:
     """Images in a folder (recursive), matching a glob, listed in a .txt file, or one image."""
     path = Path(spec)
     if path.is_dir():
-        files = [f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [f for f in path.rglob("*") if _is_image(f)]
     elif path.is_file() and path.suffix == ".txt":
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         files = [p if p.is_absolute() else path.parent / p for p in map(Path, lines)]
     elif path.is_file():
         files = [path]
     else:
-        files = [Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        files = [Path(f) for f in glob.glob(str(spec), recursive=True) if _is_image(Path(f))]
     if not files:
         raise CompareError(
             f"no images found at {str(spec)!r}: give a folder, a glob such as 'data/val/*.jpg', "
@@ -40,20 +39,19 @@ def find_images(spec: str | Path) -> list[Path]:
 
 
 def val_images(data_yaml: str | Path) -> list[Path]:
-    """The val (else test) images of an ultralytics dataset yaml, resolved as ultralytics does."""
+    """The val images of an ultralytics dataset yaml, resolved by ultralytics (never downloaded)."""
+    from ultralytics.data.utils import check_det_dataset
+
     data_yaml = Path(data_yaml)
     if not data_yaml.is_file():
         raise CompareError(f"dataset yaml not found: {data_yaml}; pass calibration images with --images")
-    data = yaml.safe_load(data_yaml.read_text()) or {}
-    split = data.get("val") or data.get("test")
-    if not split:
-        raise CompareError(f"{data_yaml} names no 'val' or 'test' images; pass --images")
-    root = _dataset_root(data_yaml, data.get("path"))
-    files: list[Path] = []
-    for entry in split if isinstance(split, list) else [split]:
-        entry_path = Path(entry)
-        files += find_images(entry_path if entry_path.is_absolute() else root / entry_path)
-    return files
+    try:
+        data = check_det_dataset(data_yaml, autodownload=False)
+    except Exception as e:  # ultralytics raises FileNotFoundError, SyntaxError, TypeError... for a bad yaml
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CompareError(f"{data_yaml}: {first_line}; pass calibration images with --images") from e
+    split = data["val"]
+    return [f for entry in (split if isinstance(split, list) else [split]) for f in find_images(entry)]
 
 
 def pick(files: list[Path], n: int) -> list[Path]:
@@ -66,38 +64,25 @@ def pick(files: list[Path], n: int) -> list[Path]:
 
 def load_images(files: list[Path], imgsz: int) -> torch.Tensor:
     """A float batch (N, 3, imgsz, imgsz) in [0, 1], RGB."""
-    return torch.stack([torch.from_numpy(letterbox(_read_rgb(f), imgsz)) for f in files])
+    from ultralytics.data.augment import LetterBox
+
+    letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False)
+    return torch.stack([torch.from_numpy(_chw_rgb(letterbox(image=_read_bgr(f)))) for f in files])
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to fit a size x size square keeping aspect ratio, pad with grey; CHW float32."""
-    h, w = image.shape[:2]
-    r = size / max(h, w)
-    new_w, new_h = max(1, round(w * r)), max(1, round(h * r))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((size, size, 3), 114, dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = resized
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / 255.0
+def _is_image(path: Path) -> bool:
+    from ultralytics.data.utils import IMG_FORMATS
+
+    return path.suffix[1:].lower() in IMG_FORMATS
 
 
-def _read_rgb(file: Path) -> np.ndarray:
+def _chw_rgb(image: np.ndarray) -> np.ndarray:
+    """HWC BGR uint8 -> CHW RGB float32 in [0, 1]."""
+    return np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+def _read_bgr(file: Path) -> np.ndarray:
     image = cv2.imread(str(file), cv2.IMREAD_COLOR)
     if image is None:
         raise CompareError(f"cannot read image {file}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _dataset_root(data_yaml: Path, path: str | None) -> Path:
-    """The dataset's `path`: as given, next to the yaml, or under ultralytics' datasets_dir."""
-    if not path:
-        return data_yaml.parent
-    root = Path(path)
-    if root.is_absolute():
-        return root
-    from ultralytics.utils import SETTINGS
-
-    for candidate in (root, data_yaml.parent / root, Path(SETTINGS["datasets_dir"]) / root):
-        if candidate.exists():
-            return candidate
-    return root
+    return image

@@ -82,8 +82,8 @@ def plot_distributions(c: Comparison, path: Path) -> Path:
 
 
 def plot_dead_channels(c: Comparison, path: Path) -> Path:
-    """Dead channel counts per layer: by BN scale and, with images, by activation std."""
-    panels = [("BN: |gamma| / sqrt(var + eps) below threshold", c.dead_bn)]
+    """Dead channel counts per layer: by BN-folded weights and, with images, by activation std."""
+    panels = [("BN-folded weight norm ~ 0 against the conv's median channel", c.dead_weight)]
     if c.dead_act:
         act = {m.label: [c.dead_act[m.label].get(la.index) for la in c.layers] for m in c.models}
         panels.append(("activation std ~ 0 on the calibration images (constant channel)", act))

@@ -9,15 +9,17 @@ from pathlib import Path
 from sweep.compare import plots
 from sweep.compare.analysis import Comparison, timed
 from sweep.compare.html import render_html
+from sweep.compare.summary import summary_text
 
 
-def write_report(c: Comparison, out_dir: Path, title: str, summary: str) -> Path:
-    """Write everything under `out_dir`; return the HTML page's path."""
+def write_report(c: Comparison, out_dir: Path, title: str, top: int = 5) -> Path:
+    """Write everything under `out_dir`, the summary with `top` most changed layers per variant;
+    return the HTML page's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with timed(c.timings, "tables"):
         _write_pairs_csv(c, out_dir / "layers.csv")
         _write_dead_csv(c, out_dir / "dead_channels.csv")
-        (out_dir / "summary.txt").write_text(summary + "\n")
+        (out_dir / "summary.txt").write_text(summary_text(c, top) + "\n")
     with timed(c.timings, "plots"):
         pngs = [
             plots.plot_weight_change(c, out_dir / "weight_change.png"),
@@ -33,7 +35,7 @@ def write_report(c: Comparison, out_dir: Path, title: str, summary: str) -> Path
             pngs.append(plots.plot_feature_maps(c, layer, out_dir / f"feature_maps_layer{layer.index}.png"))
     with timed(c.timings, "html"):
         page = out_dir / "index.html"
-        page.write_text(render_html(c, summary, pngs, title), encoding="utf-8")
+        page.write_text(render_html(c, summary_text(c, top, words=False), pngs, title), encoding="utf-8")
     return page
 
 
@@ -86,13 +88,15 @@ def _write_pairs_csv(c: Comparison, path: Path) -> None:
 
 
 def _write_dead_csv(c: Comparison, path: Path) -> None:
-    """One row per model and layer: dead channels by BN scale and by activation std."""
+    """One row per model and layer: dead channels by BN-folded weights and by activation std."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["model", "layer", "name", "dead_bn", "channels_bn", "dead_activation", "channels_activation"])
+        writer.writerow(
+            ["model", "layer", "name", "dead_weights", "channels_weights", "dead_activation", "channels_activation"]
+        )
         for m in c.models:
             for layer in c.layers:
-                bn = c.dead_bn[m.label][layer.index]
+                by_weights = c.dead_weight[m.label][layer.index]
                 act = c.dead_act.get(m.label, {}).get(layer.index)
                 act_cells = [act.dead, act.total] if act else ["", ""]
-                writer.writerow([m.label, layer.index, layer.name, bn.dead, bn.total, *act_cells])
+                writer.writerow([m.label, layer.index, layer.name, by_weights.dead, by_weights.total, *act_cells])

@@ -1,6 +1,6 @@
 """Find a sweep's checkpoints in MLflow, and log a comparison back to the sweep's parent run.
 
-Runs are found only through the tags and params in `sweep.tracking.names`.
+Sweeps and their variant runs are found by `sweep.tracking.sweeps`, as the report finds them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sweep.compare.checkpoints import CompareError
 from sweep.tracking import names
-from sweep.tracking.sweeps import connect, sweep_ref, variant_runs
+from sweep.tracking.sweeps import connect, find_sweeps, variant_runs
 
 ARTIFACT_DIR = "compare"  # where the comparison goes in the parent run
 
@@ -35,21 +35,9 @@ class SweepCheckpoints:
 def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: Path) -> SweepCheckpoints:
     """The finished variants of a sweep, their best.pt (downloaded when not on disk) and the base."""
     client = connect(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise CompareError(
-            f"no MLflow experiment {experiment!r} at {tracking_uri}; pass --experiment or --tracking-uri"
-        )
-    if "'" in sweep_id:
-        raise CompareError(f"invalid sweep id {sweep_id!r}: it may not contain quotes")
-    by_sweep = f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"
-    parents = client.search_runs([exp.experiment_id], f"{by_sweep} and tags.`{names.ROLE}` = '{names.ROLE_PARENT}'")
-    if not parents:
-        known = client.search_runs([exp.experiment_id], f"tags.`{names.ROLE}` = '{names.ROLE_PARENT}'", max_results=10)
-        listed = ", ".join(r.data.tags.get(names.SWEEP_ID, "?") for r in known) or "none"
-        raise CompareError(f"unknown sweep id {sweep_id!r} in experiment {experiment!r}; recent sweeps: {listed}")
+    sweep = find_sweeps(client, experiment, [sweep_id])[0]
     # The same runs the report shows: the sweep's own variants and the finished ones it reused.
-    runs = sorted(variant_runs(client, sweep_ref(parents[0])), key=lambda r: r.info.start_time)
+    runs = sorted(variant_runs(client, sweep), key=lambda r: r.info.start_time)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     skipped = [f"{r.info.run_name or r.info.run_id} ({r.info.status})" for r in runs if r.info.status != "FINISHED"]
     if not finished:
@@ -64,7 +52,7 @@ def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: 
         )
         for r in finished
     ]
-    return SweepCheckpoints(parents[0].info.run_id, _shared_base(finished), variants, skipped)
+    return SweepCheckpoints(sweep.parent_run_id, _shared_base(finished), variants, skipped)
 
 
 def log_to_parent(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:

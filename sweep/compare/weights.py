@@ -27,8 +27,8 @@ class LayerChange:
     """How one layer of `other` differs from the same layer of `reference`."""
 
     layer: Layer
-    frozen: bool  # the layer was frozen while training `other`
     n_tensors: int  # parameter tensors in the layer
+    frozen: bool = False  # the layer did not train (declared or found; see sweep.compare.frozen)
     new_tensors: list[str] = field(default_factory=list)  # shape differs: re-initialised, not changed
     rel_change: float = math.nan  # ||W - W0|| / ||W0|| over all matched parameters
     cosine: float = math.nan
@@ -39,6 +39,12 @@ class LayerChange:
     bn_var_log_ratio: float = math.nan  # mean |ln((var + eps) / (var0 + eps))|
     gamma_change: float = math.nan  # ||gamma - gamma0|| / ||gamma0||
     beta_change: float = math.nan  # ||beta - beta0|| / ||gamma0|| (beta0 is often 0)
+
+    @property
+    def change(self) -> float:
+        """The scale-free change used to rank layers: BN-folded relative change (what eval mode
+        computes, blind to BN's scale invariance), else the relative change of the parameters."""
+        return self.folded_rel_change if math.isfinite(self.folded_rel_change) else self.rel_change
 
     @property
     def frozen_violation(self) -> str:
@@ -64,13 +70,13 @@ class LayerChange:
         return f"{changed}, {len(self.new_tensors)} new tensors" if self.new_tensors else changed
 
 
-def compare_layer(reference: nn.Module, other: nn.Module, layer: Layer, frozen: bool) -> LayerChange:
+def compare_layer(reference: nn.Module, other: nn.Module, layer: Layer) -> LayerChange:
     """Compare one layer; parameters whose shape differs are listed as new, not compared."""
     ref_params = dict(reference.named_parameters())
     other_params = dict(other.named_parameters())
     new = [name for name, p in other_params.items() if name not in ref_params or ref_params[name].shape != p.shape]
     matched = [name for name in other_params if name not in new]
-    change = LayerChange(layer=layer, frozen=frozen, n_tensors=len(other_params), new_tensors=new)
+    change = LayerChange(layer=layer, n_tensors=len(other_params), new_tensors=new)
     if matched:
         change.rel_change, change.cosine, change.moved = _tensor_change(
             [ref_params[name] for name in matched], [other_params[name] for name in matched]
@@ -85,11 +91,9 @@ def compare_layer(reference: nn.Module, other: nn.Module, layer: Layer, frozen: 
     return change
 
 
-def compare_models(
-    reference: nn.Sequential, other: nn.Sequential, layers: list[Layer], frozen: frozenset[int]
-) -> list[LayerChange]:
+def compare_models(reference: nn.Sequential, other: nn.Sequential, layers: list[Layer]) -> list[LayerChange]:
     """Compare every layer of two layer sequences (`model.model`)."""
-    return [compare_layer(reference[la.index], other[la.index], la, la.index in frozen) for la in layers]
+    return [compare_layer(reference[la.index], other[la.index], la) for la in layers]
 
 
 def folded_weights(layer: nn.Module) -> dict[str, torch.Tensor]:
