@@ -63,7 +63,10 @@ def ideal_speedup(flops: Sequence[float], frozen: Sequence[int]) -> float:
     neither, so it skips 2 of its 3 units; a frozen layer after a trainable one must still pass
     gradients back to it and skips only the weight gradients (1 unit). With f the forward share of
     each part: ideal = 3 / (3 - 2 f_prefix - f_other). It leaves out what freezing does not shrink
-    (data loading, loss, optimizer and EMA updates), which is where measured speedups fall short.
+    (data loading, loss, optimizer and EMA updates over every parameter), which pulls measured
+    speedups below it; torch counts only convolutions and matrix products, so where the uncounted
+    memory-bound work (BatchNorm, SiLU, their backward) weighs more, as on small images on a CPU,
+    a frozen prefix saves more than its FLOP share and the measured speedup can exceed it.
     """
     total = sum(flops)
     layers = set(frozen)

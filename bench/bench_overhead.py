@@ -3,6 +3,7 @@
 
     python bench/bench_overhead.py            # demo model, freeze=0,10,22, 3 epochs at 128 px, 4 pairs
     python bench/bench_overhead.py --quick    # tiny (tests' TINY overrides), 1 epoch, 1 pair: CI's smoke run
+    python bench/bench_overhead.py --profile sweep.txt   # also: where a sweep spends its time (pyinstrument)
 
 Whole processes, interleaved sweep / plain over the pairs so that load drifting on the machine hits
 both sides alike. Per pair: wall ratio sweep / plain (goal <= 1.00, MLflow logging included), CPU
@@ -128,19 +129,22 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, help="sweep/plain pairs (default: 4, or 1 with --quick)")
     parser.add_argument("--device", default="cpu", help="train.device of every training (cpu, 0, ...)")
     parser.add_argument("--root", type=Path, help="keep everything here (default: a temporary folder)")
+    parser.add_argument(
+        "--profile", type=Path, help="then run one more sweep under pyinstrument (not counted); its text profile here"
+    )
     args = parser.parse_args()
     size = quick_size() if args.quick else FULL
     pairs = args.pairs or size["pairs"]
     overrides = [*size["overrides"], f"train.device={args.device}"]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         root = (args.root or Path(tmp)).resolve()
-        figures = run_pairs(root, overrides, pairs)
+        figures = run_pairs(root, overrides, pairs, args.profile)
     settings = {"quick": args.quick, "pairs": pairs, "freeze": list(FREEZES), "overrides": overrides}
     path = write_result("overhead", figures, settings)
     print(f"recorded: {path.relative_to(ROOT)}")
 
 
-def run_pairs(root: Path, overrides: list[str], pairs: int) -> dict:
+def run_pairs(root: Path, overrides: list[str], pairs: int, profile: Path | None = None) -> dict:
     yolo = Path(sys.executable).parent / "yolo"
     base_env = {**os.environ, "FREEZE_SWEEP_ROOT": str(root), "YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false"}
     sweep_env = {**base_env, "YOLO_CONFIG_DIR": str(root / "yolo-config-sweep")}
@@ -148,9 +152,9 @@ def run_pairs(root: Path, overrides: list[str], pairs: int) -> dict:
     plain_settings(yolo, plain_env)
     freeze_arg = f"freeze={','.join(map(str, FREEZES))}"
 
-    def sweep(name: str) -> list[str]:
+    def sweep(name: str, runner: tuple[str, ...] = ()) -> list[str]:
         sweep_dir = f"hydra.sweep.dir={root}/outputs/multiruns/{name}"
-        return [sys.executable, "-m", "sweep", "-m", *overrides, freeze_arg, "sweep.rerun=true", sweep_dir]
+        return [sys.executable, *runner, "-m", "sweep", "-m", *overrides, freeze_arg, "sweep.rerun=true", sweep_dir]
 
     (root / "logs").mkdir(parents=True, exist_ok=True)
     print("warm-up sweep (generates the data and pretrains the demo base; not counted)", flush=True)
@@ -188,6 +192,10 @@ def run_pairs(root: Path, overrides: list[str], pairs: int) -> dict:
         "peak RSS ratio (sweep / plain)": {**spread([s / p for s, p in memory]), "goal": f"<= {MEMORY_GOAL:.2f}"},
         "largest mAP50-95 difference": max(differences),
     }
+    if profile:
+        print(f"profiled sweep (not counted) -> {profile}", flush=True)
+        pyinstrument = ("-m", "pyinstrument", "-r", "text", "-o", str(profile.resolve()))
+        measure(sweep("profiled", pyinstrument), sweep_env, root / "logs" / "profiled.log")
     figures["goals met"] = (
         figures["wall ratio (sweep / plain)"]["median"] <= WALL_GOAL
         and figures["peak RSS ratio (sweep / plain)"]["median"] <= MEMORY_GOAL
