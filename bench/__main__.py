@@ -36,6 +36,7 @@ def rows(figures: dict, prefix: str = "") -> list[tuple[str, str, str]]:
         if isinstance(value, dict) and "median" in value:
             spread = f"{fmt(value['min'])}-{fmt(value['max'])} ({value['runs']} runs)"
             goal = f" goal {value['goal']}" if "goal" in value else ""
+            goal += {True: " (met)", False: " (NOT met)"}.get(value.get("met"), "")
             found.append((label, fmt(value["median"]), spread + goal))
         elif isinstance(value, dict):
             found += rows(value, f"{label}: ")

@@ -91,13 +91,13 @@ def test_steady_drops_the_first_epoch_only_when_enough_remain() -> None:
 
 def test_rows_show_medians_ranges_goals_and_nested_levels() -> None:
     figures = {
-        "wall ratio": {"min": 0.95, "median": 0.98, "max": 1.01, "runs": 4, "goal": "<= 1.00"},
+        "wall ratio": {"min": 0.95, "median": 0.98, "max": 1.01, "runs": 4, "goal": "<= 1.00", "met": True},
         "yolov8n": {"none": {"images/s": 123.456}},
         "round_log": [{"fault": "kill -9"}],
         "goals met": True,
     }
     assert rows(figures) == [
-        ("wall ratio", "0.98", "0.95-1.01 (4 runs) goal <= 1.00"),
+        ("wall ratio", "0.98", "0.95-1.01 (4 runs) goal <= 1.00 (met)"),
         ("yolov8n: none: images/s", "123", ""),
         ("goals met", "True", ""),
     ]
