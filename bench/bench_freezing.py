@@ -5,7 +5,7 @@ ideal speedup computed from the forward FLOPs of the frozen layers.
 
     python bench/bench_freezing.py                  # yolov8n + yolov8s, 320 px, 128 images, 3 epochs
     python bench/bench_freezing.py --quick          # yolov8n, 64 px, 16 images, 2 epochs (CI's smoke run)
-    python bench/bench_freezing.py --device 0       # on a GPU: torch peak memory and NVML utilisation too
+    python bench/bench_freezing.py --device 0 --batch 64 --n-train 1024   # on a GPU: torch peaks and NVML too
 
 Every training runs in its own process (python bench/bench_freezing.py --one JOB), so its peak RSS
 is its own. Records bench/results/freezing-*.json.
@@ -29,11 +29,10 @@ from bench.bench_overhead import measure  # noqa: E402
 from bench.record import spread, write_result  # noqa: E402
 
 LEVELS = ("none", "backbone", "all_but_head")
-FULL = {"models": ("yolov8n.yaml", "yolov8s.yaml"), "imgsz": 320, "n_train": 128, "n_val": 32, "epochs": 3}
-QUICK = {"models": ("yolov8n.yaml",), "imgsz": 64, "n_train": 16, "n_val": 8, "epochs": 2}
-BATCH = 16
+FULL = {"models": ("yolov8n.yaml", "yolov8s.yaml"), "imgsz": 320, "n_train": 128, "n_val": 32, "epochs": 3, "batch": 16}
+QUICK = {"models": ("yolov8n.yaml",), "imgsz": 64, "n_train": 16, "n_val": 8, "epochs": 2, "batch": 8}
 # Fixed so that runs compare: optimizer=auto differs across ultralytics versions.
-TRAIN_ARGS = {"optimizer": "SGD", "lr0": 0.01, "nbs": BATCH, "seed": 0, "plots": False, "warmup_epochs": 1.0}
+TRAIN_ARGS = {"optimizer": "SGD", "lr0": 0.01, "seed": 0, "plots": False, "warmup_epochs": 1.0}
 
 
 def layer_flops(model, imgsz: int) -> list[float]:
@@ -174,8 +173,9 @@ def model_figures(model: str, size: dict, device: str, work: Path) -> dict:
     architecture = architecture_of(yaml_model_load(model), Path(model).stem)
     data = ensure_dataset(DemoDataSpec("target", size["n_train"], size["n_val"], size["imgsz"], 0), work / "cache")
     flops = layer_flops(DetectionModel(model, nc=len(TASKS["target"]), verbose=False), size["imgsz"])
-    args = {**TRAIN_ARGS, "epochs": size["epochs"], "imgsz": size["imgsz"], "batch": BATCH, "device": device}
-    args["workers"] = min(2, os.cpu_count() or 1)
+    args = {**TRAIN_ARGS, **{k: size[k] for k in ("epochs", "imgsz", "batch")}, "device": device}
+    args["nbs"] = size["batch"]  # an optimizer step every batch, whatever the batch size
+    args["workers"] = min(8, os.cpu_count() or 1)
     figures, baseline = {}, None
     for level in LEVELS:
         layers = resolve_freeze(level, architecture)
@@ -222,6 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="yolov8n only, tiny images and epochs (CI's smoke run)")
     parser.add_argument("--device", default="cpu", help="ultralytics device: cpu, 0, ...")
+    parser.add_argument("--batch", type=int, help="batch size (default: 16, or 8 with --quick; larger on a GPU)")
+    parser.add_argument("--n-train", type=int, help="training images (default: 128, or 16 with --quick)")
     parser.add_argument("--root", type=Path, help="keep data, runs and logs here (default: a temporary folder)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one training, as a JSON job
     args = parser.parse_args()
@@ -229,7 +231,8 @@ def main() -> None:
         train_one(json.loads(args.one))
         return
     os.environ.setdefault("YOLO_OFFLINE", "true")
-    size = QUICK if args.quick else FULL
+    size = {**(QUICK if args.quick else FULL)}
+    size.update({k: v for k, v in (("batch", args.batch), ("n_train", args.n_train)) if v is not None})
     figures = {}
     with tempfile.TemporaryDirectory(prefix="bench-freezing-") as tmp:
         work = (args.root or Path(tmp)).resolve()
@@ -237,7 +240,7 @@ def main() -> None:
         for model in size["models"]:
             figures[Path(model).stem] = model_figures(model, size, args.device, work)
             print_table(Path(model).stem, figures[Path(model).stem])
-    settings = {**size, "quick": args.quick, "device": args.device, "batch": BATCH, "train": TRAIN_ARGS}
+    settings = {**size, "quick": args.quick, "device": args.device, "train": TRAIN_ARGS}
     path = write_result("freezing", figures, settings)
     print(f"recorded: {path.relative_to(ROOT)}")
 
