@@ -33,7 +33,7 @@ from bench.record import spread, write_result  # noqa: E402
 FREEZES = (0, 10, 22)
 FULL = {"pairs": 4, "overrides": ["train.epochs=3"]}  # the demo's own config otherwise: 128 px, 128 images
 WALL_GOAL, MEMORY_GOAL = 1.00, 1.10
-SECOND_METRIC = "metrics/mAP50-95(B)"
+ACCURACY = "metrics/mAP50-95(B)"  # results.csv column compared between the two sides
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def goal(figure: dict, at_most: float) -> dict:
 def final_metric(results_csv: Path) -> float:
     with results_csv.open() as f:
         rows = list(csv.DictReader(f))
-    return float({k.strip(): v for k, v in rows[-1].items()}[SECOND_METRIC])
+    return float({k.strip(): v for k, v in rows[-1].items()}[ACCURACY])
 
 
 def quick_size() -> dict:
@@ -170,9 +170,9 @@ def run_pairs(root: Path, overrides: list[str], pairs: int, profile: Path | None
     wall, cpu, memory, differences = [], [], [], []
     for pair in range(pairs):
         a = measure(sweep(f"pair{pair}"), sweep_env, root / "logs" / f"sweep{pair}.log")
+        plain_dirs = [root / "plain" / f"pair{pair}" / f"freeze{len(spec.freeze_layers)}" for spec in specs]
         plain = []
-        for spec in specs:
-            save_dir = root / "plain" / f"pair{pair}" / f"freeze{len(spec.freeze_layers)}"
+        for spec, save_dir in zip(specs, plain_dirs, strict=True):
             command = yolo_command(
                 yolo, spec.checkpoint, spec.data.yaml, list(spec.freeze_layers), save_dir, spec.train_args
             )
@@ -181,10 +181,9 @@ def run_pairs(root: Path, overrides: list[str], pairs: int, profile: Path | None
         wall.append(a.wall_s / b.wall_s)
         cpu.append(a.cpu_s / b.cpu_s)
         memory.append((a.peak_rss_mib, b.peak_rss_mib))
-        for job, spec in enumerate(specs):
+        for job, save_dir in enumerate(plain_dirs):
             ours = final_metric(root / "outputs" / "multiruns" / f"pair{pair}" / str(job) / "train" / "results.csv")
-            theirs = final_metric(root / "plain" / f"pair{pair}" / f"freeze{len(spec.freeze_layers)}" / "results.csv")
-            differences.append(abs(ours - theirs))
+            differences.append(abs(ours - final_metric(save_dir / "results.csv")))
         print(
             f"pair {pair + 1}/{pairs}: sweep {a.wall_s:6.1f} s, plain {b.wall_s:6.1f} s, ratio {wall[-1]:.3f};"
             f" peak RSS {a.peak_rss_mib:,.0f} vs {b.peak_rss_mib:,.0f} MiB",
