@@ -1,0 +1,103 @@
+"""The benchmarks' helpers: process-tree measurement, the yolo command line, FLOP shares and the
+ideal speedup, and the summary table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import rows
+from bench.bench_freezing import ideal_speedup, layer_flops, steady
+from bench.bench_overhead import measure, yolo_command, yolo_value
+
+# A child that holds ~150 MiB, starts a grandchild holding ~150 MiB more, and burns CPU.
+HUNGRY = """
+import subprocess, sys, time
+hold = bytearray(150 * 2**20)
+child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(150 * 2**20); time.sleep(1.5)"])
+end = time.process_time() + 0.6
+while time.process_time() < end:
+    pass
+child.wait()
+"""
+
+
+def test_measure_sums_the_process_tree_and_counts_its_cpu(tmp_path: Path) -> None:
+    measured = measure([sys.executable, "-c", HUNGRY], dict(os.environ), tmp_path / "log", cwd=tmp_path)
+    assert measured.peak_rss_mib > 300  # both processes' memory at once
+    assert measured.cpu_s >= 0.6
+    assert measured.wall_s >= 1.5
+
+
+def test_measure_exits_with_the_log_of_a_failing_command(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="exit 3"):
+        measure([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), tmp_path / "log", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("value", [[], [0, 1, 2], 0.02, 1.0, None, True, "SGD", 640, "cpu"])
+def test_yolo_values_read_back_as_given(value: object) -> None:
+    from ultralytics.cfg import smart_value
+
+    assert smart_value(yolo_value(value)) == value
+
+
+def test_a_value_the_yolo_command_line_would_change_is_refused() -> None:
+    with pytest.raises(ValueError, match="'0' does not survive"):
+        yolo_value("0")
+
+
+def test_yolo_command_repeats_what_training_passes(tmp_path: Path) -> None:
+    command = yolo_command(
+        Path("/bin/yolo"), Path("/c/best.pt"), Path("/d/data.yaml"), [0, 1], tmp_path / "v0", {"epochs": 3}
+    )
+    assert command[:2] == ["/bin/yolo", "train"]
+    assert set(command[2:]) == {
+        "model=/c/best.pt",
+        "data=/d/data.yaml",
+        "freeze=[0,1]",
+        f"project={tmp_path}",
+        "name=v0",
+        "exist_ok=True",
+        "epochs=3",
+    }
+
+
+def test_layer_flops_match_ultralytics_own_count() -> None:
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    flops = layer_flops(model, 64)
+    assert len(flops) == len(model.model)
+    assert flops[11] == 0 and flops[12] > 0  # Upsample counts nothing; the C2f after it does
+    assert sum(flops) / 1e9 == pytest.approx(get_flops(model, 64), rel=0.05)
+
+
+def test_ideal_speedup() -> None:
+    flops = [1.0, 1.0, 1.0, 1.0]
+    assert ideal_speedup(flops, []) == 1.0
+    assert ideal_speedup(flops, [0, 1]) == pytest.approx(3 / (3 - 2 * 0.5))  # a prefix skips its backward
+    assert ideal_speedup(flops, [2]) == pytest.approx(3 / (3 - 0.25))  # later: weight gradients only
+    assert ideal_speedup(flops, [0, 2]) == pytest.approx(3 / (3 - 2 * 0.25 - 0.25))
+
+
+def test_steady_drops_the_first_epoch_only_when_enough_remain() -> None:
+    assert steady([9.0, 2.0, 3.0]) == [2.0, 3.0]
+    assert steady([9.0, 2.0]) == [9.0, 2.0]
+
+
+def test_rows_show_medians_ranges_goals_and_nested_levels() -> None:
+    figures = {
+        "wall ratio": {"min": 0.95, "median": 0.98, "max": 1.01, "runs": 4, "goal": "<= 1.00", "met": True},
+        "yolov8n": {"none": {"images/s": 123.456}},
+        "round_log": [{"fault": "kill -9"}],
+        "goals met": True,
+    }
+    assert rows(figures) == [
+        ("wall ratio", "0.98", "0.95-1.01 (4 runs) goal <= 1.00 (met)"),
+        ("yolov8n: none: images/s", "123", ""),
+        ("goals met", "True", ""),
+    ]
