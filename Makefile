@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo ui services test test-quick test-gpu lint format bench readme-images clean
+.PHONY: demo ui services test test-quick test-gpu lint format bench bench-quick readme-images clean
 
 $(BIN)/freeze-sweep: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ lint:
 format:
 	$(BIN)/ruff format sweep tests bench scripts
 	$(BIN)/ruff check --fix sweep tests bench scripts
+
+bench: $(BIN)/freeze-sweep  ## every benchmark at full size (an idle machine); records in bench/results/
+	$(BIN)/python -m bench
+
+bench-quick: $(BIN)/freeze-sweep  ## every benchmark at its smoke size, as CI runs it
+	$(BIN)/python -m bench --quick
 
 readme-images: $(BIN)/freeze-sweep  ## README pictures from a demo run (needs chromium)
 	$(BIN)/python scripts/readme_images.py
