@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import RESULTS  # noqa: E402
 
-BENCHMARKS = ("startup", "overhead", "freezing", "report", "compare", "demo", "faults")
+BENCHMARKS = ("startup", "overhead", "freezing", "report", "compare", "demo", "schedule", "faults")
 TAKES_DEVICE = ("overhead", "freezing")
 
 
