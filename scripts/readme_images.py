@@ -43,7 +43,8 @@ def main() -> None:
 
     compare = args.root / "outputs" / "compare" / "readme"
     command = [sys.executable, "-m", "sweep.compare", "--sweep", info.sweep_id, "--tracking-uri", uri]
-    run([*command, "--out", str(compare)], env)
+    if not (compare / "weight_change.png").is_file():  # already compared: a re-run only re-shoots
+        run([*command, "--out", str(compare)], env)
     shutil.copy(compare / "weight_change.png", args.out / "compare_heatmap.png")
     shutil.copy(sweep_dir / "report" / "against_freeze.png", args.out / "report_against_freeze.png")
 
@@ -57,6 +58,7 @@ def main() -> None:
         page.screenshot(path=str(args.out / "mlflow_runs.png"))
         page.goto(urls["summary"].replace("?", "/model-metrics?", 1))
         page.get_by_text("sweep/best_mAP50-95").first.wait_for()
+        page.locator("svg.main-svg").first.wait_for(timeout=120_000)  # the charts drawn, not their spinners
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_chart.png"))
     print(f"images in {args.out}")
