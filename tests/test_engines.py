@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_a_sweep_against_the_shared_server_is_read_back_and_its_credentials_writ
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)  # the sweep gets them only in the URI
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    experiment = f"server-{tmp_path.name}"
+    experiment = f"server-{uuid.uuid4().hex[:8]}"  # the server outlives test sessions
     scheme, rest = tracking_server.uri.split("://", 1)
     with_credentials = f"{scheme}://{tracking_server.username}:{tracking_server.password}@{rest}"
     sweep = run_sweep(
@@ -116,7 +117,7 @@ def test_a_sweep_against_the_shared_server_is_read_back_and_its_credentials_writ
 def test_two_sweeps_started_together_against_the_server_train_each_variant_once(
     tracking_server: TrackingServer, tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    experiment = f"server-pair-{tmp_path.name}"
+    experiment = f"server-pair-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "FREEZE_SWEEP_ROOT": str(tmp_path)}
     env.update(MLFLOW_TRACKING_USERNAME=tracking_server.username, MLFLOW_TRACKING_PASSWORD=tracking_server.password)
     common = [*TINY, f"paths.cache_dir={cache_root}/outputs/cache", f"tracking.uri={tracking_server.uri}"]
