@@ -71,7 +71,7 @@ def test_the_report_of_the_tiny_sweep_shows_what_mlflow_holds(tiny_sweep: Sweep)
     assert [row["freeze"] for row in rows] == ["none", "backbone", "all_but_head"]
     assert [row["frozen layers"] for row in rows] == ["0", "10", "22"]
     assert not {"model", "status", "n", "GPU mem (MB)", "GPU util %", "Δ GPU mem"} & set(rows[0])  # said once above
-    assert "held fixed: model yolov8n-demo" in result.stdout.lower()
+    assert "held fixed:** model yolov8n-demo" in result.stdout.lower()
 
     client = MlflowClient(tiny_sweep.tracking_uri)
     parent = SweepInfo.read(tiny_sweep.sweep_dir).parent_run_id
