@@ -48,9 +48,16 @@ def test_a_preempted_variant_is_killed_resumable_and_resumed_by_its_requeued_job
         text=True,
     )
     results = sweep_dir / "0" / "train" / "results.csv"
-    deadline = time.monotonic() + 600
-    while not (results.is_file() and len(results.read_text().splitlines()) >= 2):
+    last = results.parent / "weights" / "last.pt"  # written after results.csv: wait for both
+    deadline, size = time.monotonic() + 600, -1
+    while not (
+        results.is_file()
+        and len(results.read_text().splitlines()) >= 2
+        and last.is_file()
+        and last.stat().st_size == size
+    ):
         assert time.monotonic() < deadline and process.poll() is None, "the job never finished an epoch"
+        size = last.stat().st_size if last.is_file() else -1
         time.sleep(0.5)
     job_ids = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
     assert job_ids
