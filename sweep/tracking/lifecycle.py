@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.tracking import names
 from sweep.tracking.credentials import redact
+from sweep.tracking.periodic import Periodic
 
 log = logging.getLogger("sweep")
 
@@ -95,31 +95,28 @@ class Heartbeat:
     back to RUNNING, since its owner is evidently alive."""
 
     def __init__(self, client: MlflowClient, run_ids: Iterable[str], interval_s: float = HEARTBEAT_S) -> None:
-        self.client, self.run_ids, self.interval_s = client, [r for r in run_ids if r], interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="freeze-sweep-heartbeat", daemon=True)
+        self.client, self.run_ids = client, [r for r in run_ids if r]
+        self._ticker = Periodic(self._beat_or_warn, interval_s, "freeze-sweep-heartbeat")
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._ticker.stop()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.beat()
-            except Exception as error:  # a store hiccup must not stop training; the next beat retries
-                log.warning("heartbeat not written: %s", redact(str(error).splitlines()[0] if str(error) else ""))
+    def _beat_or_warn(self) -> None:
+        try:
+            self.beat()
+        except Exception as error:  # a store hiccup must not stop training; the next beat retries
+            log.warning("heartbeat not written: %s", redact(str(error).splitlines()[0] if str(error) else ""))
 
     def beat(self) -> None:
         for run_id in self.run_ids:
             self.client.set_tag(run_id, names.HEARTBEAT, heartbeat_tag())
         own = self.client.get_run(self.run_ids[0])
         closed_as_stale = own.data.tags.get(names.CLOSED_REASON, "").startswith(STALE_REASON)
-        if not self._stop.is_set() and own.info.status == "KILLED" and closed_as_stale:
+        if not self._ticker.stopped and own.info.status == "KILLED" and closed_as_stale:
             self.client.update_run(own.info.run_id, status="RUNNING")
             self.client.set_tag(own.info.run_id, names.CLOSED_REASON, "")
 

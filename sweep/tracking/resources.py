@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from sweep.tracking import names
+from sweep.tracking.periodic import Periodic
 
 Sink = Callable[[dict[str, float], int], None]  # (metrics, step in seconds since start)
 
@@ -52,8 +52,7 @@ class ResourceMonitor:
 
     def __post_init__(self) -> None:
         self._gpus = gpu_indices(self.device)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="freeze-sweep-resources", daemon=True)
+        self._ticker = Periodic(self.sample, self.interval_s, "freeze-sweep-resources")
         self._process = psutil.Process()
         self._handles: list = []
         self._known: dict[int, psutil.Process] = {}
@@ -67,16 +66,11 @@ class ResourceMonitor:
             self._last_seen = [int(time.time() * 1e6)] * len(self._handles)  # NVML stamps CPU time in us
         self._start = time.monotonic()
         self._process.cpu_percent(None)
-        self._thread.start()
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+        self._ticker.stop()
 
     def sample(self) -> None:
         step = self.step_offset + int(round(time.monotonic() - self._start))

@@ -8,10 +8,11 @@ file from the launching process is what gets per-epoch metrics into MLflow there
 from __future__ import annotations
 
 import csv
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sweep.tracking.periodic import Periodic
 
 Row = dict[str, float]  # column -> value, columns as ultralytics names them ("epoch", "time", ...)
 
@@ -44,21 +45,15 @@ class ResultsFollower:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="freeze-sweep-results", daemon=True)
+        self._ticker = Periodic(self.poll, self.interval_s, "freeze-sweep-results")
 
     def __enter__(self) -> ResultsFollower:
-        self._thread.start()
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._ticker.stop(timeout_s=None)
         self.poll()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
 
     def poll(self) -> None:
         """Deliver the rows completed since the last poll."""
