@@ -18,7 +18,7 @@ from tests.conftest import ROOT, TINY, run_sweep
 from tests.services import SlurmCluster, TrackingServer
 
 pytestmark = pytest.mark.slow
-EPOCHS = 6
+EPOCHS = 4
 
 
 def slurm_launcher(cluster: SlurmCluster) -> list[str]:
@@ -39,6 +39,7 @@ def test_a_preempted_variant_is_killed_resumable_and_resumed_by_its_requeued_job
     sweep_dir = tmp_path / "outputs" / "multiruns" / "preempted"
     args = [*TINY, f"paths.cache_dir={cache_root}/outputs/cache", f"hydra.sweep.dir={sweep_dir}"]
     args += [*slurm_launcher(slurm_cluster), "freeze=backbone", f"train.epochs={EPOCHS}"]
+    args += ["data.n_train=160"]  # epochs of seconds, not of 0.6 s: the requeue must land mid-training
     process = subprocess.Popen(
         [sys.executable, "-m", "sweep", "-m", *args],
         cwd=ROOT,
@@ -59,6 +60,8 @@ def test_a_preempted_variant_is_killed_resumable_and_resumed_by_its_requeued_job
         assert time.monotonic() < deadline and process.poll() is None, "the job never finished an epoch"
         size = last.stat().st_size if last.is_file() else -1
         time.sleep(0.5)
+    epochs_done = len(results.read_text().splitlines()) - 1
+    assert epochs_done < EPOCHS, f"training ended ({epochs_done} epochs) before the requeue: make its epochs slower"
     job_ids = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
     assert job_ids
     for job_id in job_ids:  # what preemption does: SIGTERM now, the job back in the queue
