@@ -18,7 +18,7 @@ from sweep.signals import install_signal_handlers
 from sweep.tracking import lifecycle, names
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun, failure_message
-from sweep.training import merged, train
+from sweep.training import cpu_threads_callbacks, merged, train
 from sweep.variant import VariantSpec, build_variant, describe
 
 log = logging.getLogger("sweep")
@@ -36,7 +36,7 @@ def prepare(cfg: DictConfig) -> VariantSpec:
     if spec.weights == DEMO:
         from sweep.demo.base import ensure_base
 
-        ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"])
+        ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
     return spec
 
 
@@ -98,7 +98,8 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
     run, save_dir = open_variant_run(client, claim, spec, cfg)
     parent = sweep.parent_run_id if sweep else None
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
-    callbacks = merged(run.callbacks(), schedule, progress.callbacks())
+    threads = cpu_threads_callbacks(spec.cpu_threads, spec.train_args["device"])
+    callbacks = merged(run.callbacks(), schedule, progress.callbacks(), threads)
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
     with quiet, run, lifecycle.Heartbeat(client, [run.run_id, parent]):
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP

@@ -73,7 +73,7 @@ class SweepCallback(Callback):
             if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
                 from sweep.demo.base import ensure_base
 
-                ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"])
+                ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = lifecycle.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))

@@ -6,9 +6,12 @@ in one process (the basic launcher, or a reused joblib worker).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from sweep.errors import ConfigError
 
 # Integrations ultralytics would otherwise switch on by itself: its MLflow callback would open a
 # second run beside ours (issue: duplicate runs, stray experiments), and `sync` phones home.
@@ -32,6 +35,38 @@ def merged(*callbacks: Callbacks) -> dict[str, list[Callable]]:
         for event, functions in group.items():
             result.setdefault(event, []).extend(functions)
     return result
+
+
+def resolve_cpu_threads(value: object) -> int | None:
+    """`sweep.cpu_threads`: None keeps ultralytics' choice; "all" is every core this process may use."""
+    if value is None:
+        return None
+    if value == "all":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(
+        f"sweep.cpu_threads={value!r}: use null (ultralytics' choice, cores - 1 up to 8), a positive int, or all"
+    )
+
+
+def cpu_threads_callbacks(threads: int | None, device: str) -> Callbacks:
+    """Torch threads for a CPU training and its validations.
+
+    ultralytics trains on CPU with min(8, cores - 1) threads, leaving a core to the data loaders:
+    on a 2-core laptop that is one thread and half the machine idle. Its `select_device` sets that
+    count when the trainer is built and again when the final validation starts, so the count is set
+    after each (`on_pretrain_routine_start`, `on_val_start`). Only speed changes, not what is trained.
+    """
+    if threads is None or device != "cpu":
+        return {}
+
+    def use_threads(_) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    return {"on_pretrain_routine_start": [use_threads], "on_val_start": [use_threads]}
 
 
 def configure_ultralytics() -> None:

@@ -27,6 +27,7 @@ from sweep.freeze import (
     resolve_freeze,
 )
 from sweep.schedule import FreezeSchedule, check_single_device, resolve_schedule, value_label
+from sweep.training import resolve_cpu_threads
 
 POSITIVE_TRAIN_KEYS = ("epochs", "imgsz")
 
@@ -44,6 +45,7 @@ class VariantSpec:
     params: ParameterCounts  # counted for the first stage of a schedule
     train_args: dict = field(default_factory=dict)  # ultralytics train kwargs, device resolved
     schedule: FreezeSchedule | None = None  # freeze first, unfreeze later; None: `freeze` throughout
+    cpu_threads: int | None = None  # torch threads on CPU (speed only: not part of the identity)
 
     @property
     def switches(self) -> bool:
@@ -86,6 +88,7 @@ class VariantSpec:
 def build_variant(cfg: DictConfig) -> VariantSpec:
     """Validate and resolve a composed config. Raises ConfigError with one line on bad input."""
     train_args = resolve_train_args(cfg.train)
+    cpu_threads = resolve_cpu_threads(OmegaConf.select(cfg, "sweep.cpu_threads"))
     weights = "" if cfg.model.weights is None else str(cfg.model.weights)
     if weights == DEMO:  # built after validation, at a path known now
         from sweep.demo.base import base_checkpoint
@@ -122,6 +125,7 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
         params=params,
         train_args=train_args,
         schedule=schedule,
+        cpu_threads=cpu_threads,
     )
 
 

@@ -68,8 +68,18 @@ def test_the_train_group_is_every_ultralytics_training_argument_but_those_the_sw
 
 def test_the_demo_keeps_its_tuning(tmp_path: Path) -> None:
     args = train_args([], tmp_path)
-    assert (args["epochs"], args["imgsz"], args["optimizer"]) == (10, 128, "SGD")
+    assert (args["epochs"], args["imgsz"], args["optimizer"]) == (8, 128, "SGD")
     assert args["nbs"] == 16 and args["workers"] == 2
+    assert compose_config(tmp_path, [], shrink=False).sweep.cpu_threads == "all"
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "demo"])
+def test_real_models_keep_ultralytics_cpu_threads_unless_asked(model: str, tmp_path: Path) -> None:
+    assert compose_config(tmp_path, [f"model={model}"], shrink=False).sweep.cpu_threads is None
+    asked = compose_config(tmp_path, [f"model={model}", "sweep.cpu_threads=3"], shrink=False)
+    assert asked.sweep.cpu_threads == 3  # the command line wins over the specialising config
+    demo_asked = compose_config(tmp_path, ["sweep.cpu_threads=1"], shrink=False)
+    assert demo_asked.sweep.cpu_threads == 1
 
 
 def test_the_demo_base_pretraining_arguments_are_ultralytics_arguments(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.checkpoints import file_sha256
 from sweep.console import ultralytics_output_to
 from sweep.demo.data import DemoDataSpec, ensure_dataset
-from sweep.training import train
+from sweep.training import cpu_threads_callbacks, train
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"  # beside weights/: the content hash recorded when the base was built
@@ -51,7 +51,7 @@ def is_intact(checkpoint: Path) -> bool:
         return False
 
 
-def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
+def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str, cpu_threads: int | None = None) -> Path:
     """Path of the intact cached base checkpoint, pretraining it first if needed."""
     final = base_checkpoint(model_cfg, cache_dir)
     if is_intact(final):
@@ -64,11 +64,11 @@ def ensure_base(model_cfg: DictConfig, cache_dir: Path, device: str) -> Path:
         if folder.exists():
             log.warning("The cached demo base %s is damaged (content hash differs); rebuilding it", final)
             shutil.rmtree(folder)
-        _build(model_cfg, Path(cache_dir), folder, device)
+        _build(model_cfg, Path(cache_dir), folder, device, cpu_threads)
     return final
 
 
-def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str) -> None:
+def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str, cpu_threads: int | None) -> None:
     args = OmegaConf.to_container(model_cfg.pretrain.train, resolve=True)
     data = ensure_dataset(_source_spec(model_cfg), cache_dir)
     building = folder.with_name(f"{folder.name}.building")
@@ -81,7 +81,8 @@ def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str) ->
         folder / "pretrain.log",
     )
     with ultralytics_output_to(building / "pretrain.log", verbose=False):
-        result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device})
+        threads = cpu_threads_callbacks(cpu_threads, device)
+        result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device}, callbacks=threads)
     best = building / "weights" / "best.pt"
     (building / MANIFEST).write_text(json.dumps({"sha256": file_sha256(best), "key": folder.name}, indent=2))
     log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
