@@ -141,7 +141,8 @@ def main() -> None:
     args = parser.parse_args()
     size = quick_size() if args.quick else FULL
     pairs = args.pairs or size["pairs"]
-    overrides = [*size["overrides"], f"train.device={args.device}"]
+    # ultralytics' own CPU thread count on both sides (the demo would use every core)
+    overrides = [*size["overrides"], f"train.device={args.device}", "sweep.cpu_threads=null"]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         root = (args.root or Path(tmp)).resolve()
         figures = run_pairs(root, overrides, pairs, args.profile)

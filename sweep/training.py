@@ -89,6 +89,39 @@ def train(
 
     `freeze` must be a plain list of ints: ultralytics freezes nothing for a Hydra ListConfig.
     """
+    try:
+        return _train(start, data, save_dir, freeze, args, callbacks, resume)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand the finished training's memory back to the OS.
+
+    Variants run one after another in one process (the basic launcher, a joblib worker). Without
+    this, glibc keeps the freed heap of each trainer (model copies, optimizer, EMA, dataloader
+    buffers) and the process's peak RSS climbs with every variant (measured: +80 MiB over three
+    demo variants), above what a plain `yolo train` of the largest variant needs.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+def _train(
+    start: str | Path,
+    data: Path,
+    save_dir: Path,
+    freeze: Sequence[int],
+    args: Mapping,
+    callbacks: Callbacks | None,
+    resume: bool,
+) -> TrainResult:
     configure_ultralytics()
     from ultralytics import YOLO
 
