@@ -30,6 +30,7 @@ def test_a_gpu_training_is_left_alone() -> None:
     assert cpu_threads_callbacks(2, "0") == {} and cpu_threads_callbacks(None, "cpu") == {}
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_a_bad_value_stops_the_sweep_before_any_training(tmp_path: Path) -> None:
     result = run_cli(["-m", *TINY, "sweep.cpu_threads=-1", "freeze=none,backbone"], tmp_path, timeout=300)
     assert result.returncode != 0
@@ -41,6 +42,7 @@ def test_a_bad_value_stops_the_sweep_before_any_training(tmp_path: Path) -> None
     assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing pretrained, nothing trained
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_the_training_and_its_validations_run_with_the_threads_asked(cache_root: Path, tmp_path: Path) -> None:
     """ultralytics resets torch to cores - 1 threads when it builds the trainer and again for the
     final validation: the count must hold through both."""

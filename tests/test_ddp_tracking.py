@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.tracking import names
@@ -18,6 +19,7 @@ from sweep.variant import build_variant
 from tests.conftest import compose_config
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_a_ddp_variant_gets_every_epoch_and_its_final_figures_from_results_csv(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, ["train.epochs=3", "freeze=backbone"])
     spec = build_variant(cfg)

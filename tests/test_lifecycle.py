@@ -39,6 +39,7 @@ def _claim_and_hold(uri: str, experiment_id: str, hold_s: float, queue) -> None:
         client.set_terminated(claim.run.info.run_id, "FINISHED")
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_of_racing_workers_exactly_one_claims_the_variant(tmp_path: Path) -> None:
     client, experiment_id, uri = store(tmp_path)
     ctx = multiprocessing.get_context("spawn")
@@ -56,6 +57,7 @@ def test_of_racing_workers_exactly_one_claims_the_variant(tmp_path: Path) -> Non
     assert [r.info.run_id for r in runs] == [trained]  # withdrawn claims are deleted, not left behind
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_a_finished_variant_is_reused_and_a_live_one_is_waited_for(tmp_path: Path) -> None:
     client, experiment_id, uri = store(tmp_path)
     ctx = multiprocessing.get_context("spawn")

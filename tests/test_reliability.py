@@ -167,6 +167,7 @@ def test_what_the_trainer_accepts_is_accepted(dataset: Path, cache_root: Path) -
     assert build_variant(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"])).data.nc == 3
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_unreachable_tracking_server_stops_the_sweep_before_any_run(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
@@ -185,6 +186,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
@@ -200,6 +202,7 @@ def test_an_unusable_store_stops_the_sweep_with_one_line(tmp_path: Path, uri: st
     assert not list(tmp_path.glob("outputs/cache/demo-base-*"))  # nothing trained
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_a_store_that_is_not_a_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 

@@ -57,6 +57,7 @@ def test_a_submitit_job_on_the_cluster_returns_its_result(slurm_cluster: SlurmCl
     }
 
 
+@pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 @pytest.mark.slurm
 def test_a_requeued_job_gets_sigterm_and_runs_again(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     log = tmp_path / "signals.log"
