@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sweep.compare.activations import shared_prefix
 from sweep.compare.analysis import Options, run_comparison
 from sweep.compare.checkpoints import (
     CompareError,
@@ -228,6 +229,8 @@ def test_real_freeze_training_leaves_frozen_layers_unchanged(trained: tuple[Path
     assert "freeze10: model.22 Detect: 6 of" in text
     words = " ".join(text.split())  # the paragraph is wrapped for the terminal
     assert "layers 0-9 were frozen (checkpoint train arg freeze=10); verified: their weights equal the base's" in words
+    # bit-identical to the base up to the first trained layer (10, 11: Upsample, Concat): activations start at 12
+    assert shared_prefix(base.model, variant.model) == 12
 
 
 @pytest.mark.slow  # two real trainings (the module fixture `trained`)
@@ -250,6 +253,7 @@ def test_layers_frozen_by_a_callback_are_found_and_their_bn_drift_flagged(traine
     words = " ".join(text.split())  # the paragraph is wrapped for the terminal
     assert "layers 0-9 were frozen: found unchanged, not recorded (checkpoint train arg freeze=None)" in words
     assert "WARNING: BatchNorm running statistics moved in 0-9" in words
+    assert shared_prefix(base.model, variant.model) == 0  # BN statistics moved from layer 0: a full forward pass
 
 
 def test_unchanged_layers_are_found_frozen_and_an_override_is_checked_as_given(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.compare.activations import collect, feature_maps
+from sweep.compare.activations import collect_models, feature_maps
 from sweep.compare.checkpoints import Checkpoint, CompareError, Layer, check_same_architecture
 from sweep.compare.cka import center_unbiased, cka_from_centered, linear_gram
 from sweep.compare.dead import DeadChannels, dead_by_activation, dead_by_weights
@@ -136,25 +136,44 @@ def _add_activation_stages(comparison: Comparison, options: Options, feature_lay
     layers, timings = comparison.layers, comparison.timings
     with timed(timings, "load images"):
         batch = load_images(comparison.images, options.imgsz)
+        comparison.feature_image = options.feature_image or comparison.images[0]
+        map_image = _index_of(comparison.feature_image, comparison.images)
     grams = {}
     with timed(timings, "activations"):
-        for model in comparison.models:
-            acts = collect(model.model, batch, grid=options.cka_grid, batch_size=options.batch_size)
+        models = comparison.models
+        all_acts = collect_models(
+            [m.model for m in models],
+            batch,
+            grid=options.cka_grid,
+            batch_size=options.batch_size,
+            map_image=map_image,
+            map_layers=feature_layers,
+        )
+        for model, acts in zip(models, all_acts, strict=True):
             comparison.dead_act[model.label] = {
                 i: dead_by_activation(std, options.dead_act)
                 for i, std in acts.channel_std.items()
                 if _has_weights(model.layers[i])
             }
             grams[model.label] = {i: center_unbiased(linear_gram(f)) for i, f in acts.features.items()}
+            if map_image is not None:
+                comparison.feature_maps[model.label] = acts.maps
     with timed(timings, "CKA"):
         for a, b in comparison.pairs:
             shared = [la.index for la in layers if la.index in grams[a] and la.index in grams[b]]
             comparison.cka[(a, b)] = {i: cka_from_centered(grams[a][i], grams[b][i]) for i in shared}
     with timed(timings, "feature maps"):
-        comparison.feature_image = options.feature_image or comparison.images[0]
-        image = load_images([comparison.feature_image], options.imgsz)[0]
-        for model in comparison.models:
-            comparison.feature_maps[model.label] = feature_maps(model.model, image, feature_layers)
+        if map_image is None:  # an image outside the calibration set: one more forward pass per model
+            image = load_images([comparison.feature_image], options.imgsz)[0]
+            for model in comparison.models:
+                comparison.feature_maps[model.label] = feature_maps(model.model, image, feature_layers)
+
+
+def _index_of(image: Path, images: list[Path]) -> int | None:
+    """Where the feature-map image is among the calibration images: its maps then come with the
+    activations pass, no extra forward pass."""
+    resolved = [p.resolve() for p in images]
+    return resolved.index(image.resolve()) if image.resolve() in resolved else None
 
 
 def _has_weights(layer) -> bool:

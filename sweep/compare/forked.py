@@ -1,0 +1,63 @@
+"""Run independent jobs on this process and one forked helper: the plots use the second core.
+
+Rendering the report's figures is single-threaded matplotlib work, a third of the tool's time
+once the forward passes are fast. The figures are independent files, so two processes draw
+them side by side, taking the next job from a shared counter (costliest first). A fork shares
+the loaded comparison without pickling it (models included); where fork is not available (not
+Linux) or there is one core, the jobs run here one after the other. Either way the same
+functions write the same files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+
+def run_jobs(jobs: Sequence[Callable[[], object]], processes: int = 2) -> None:
+    """Run every job once; raise if any failed, here or in the helper."""
+    if processes < 2 or len(jobs) < 2 or not _can_fork():
+        for job in jobs:
+            job()
+        return
+    context = multiprocessing.get_context("fork")
+    counter = context.Value("i", 0)
+    helper = context.Process(target=_helper, args=(jobs, counter), daemon=True)
+    helper.start()  # multiprocessing flushes stdout and stderr first: nothing is printed twice
+    try:
+        _take_jobs(jobs, counter)
+    finally:
+        helper.join()
+    if helper.exitcode != 0:
+        raise RuntimeError(f"a report job failed in the helper process (exit code {helper.exitcode}); see above")
+
+
+def _can_fork() -> bool:
+    return sys.platform == "linux" and (os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _take_jobs(jobs: Sequence[Callable[[], object]], counter) -> None:
+    while True:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        if index >= len(jobs):
+            return
+        jobs[index]()
+
+
+def _helper(jobs: Sequence[Callable[[], object]], counter) -> None:
+    """The forked side. One torch thread, as torch's own forked DataLoader workers use: the parent's
+    OpenMP pool does not survive a fork."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        _take_jobs(jobs, counter)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
