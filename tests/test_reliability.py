@@ -106,8 +106,8 @@ def test_parallel_jobs_lose_no_metric_point(tmp_path: Path, cache_root: Path) ->
 @pytest.fixture
 def dataset(tmp_path: Path, cache_root: Path) -> Path:
     """A copy of the tiny demo target dataset that a test may break."""
-    build_variant(compose_config(cache_root, []))  # generates the tiny data in the cache
-    (source,) = (cache_root / "outputs" / "cache").glob("demo-target-*")
+    # generates the tiny data in the cache (where other tests keep other sizes of it)
+    source = build_variant(compose_config(cache_root, [])).data.yaml.parent
     copy = tmp_path / "data"
     shutil.copytree(source, copy)
     text = (copy / "data.yaml").read_text().replace(f"path: {source}", f"path: {copy}")
