@@ -19,6 +19,7 @@ from torch import nn
 from sweep.compare.activations import Activations, collect, collect_models, feature_maps, folded_copy, shared_prefix
 from sweep.compare.analysis import Options, run_comparison
 from sweep.compare.checkpoints import Checkpoint, DeclaredFreeze
+from tests.test_compare import perturbed
 
 N_LAYERS = 23  # yolov8n: layers 0..22, the head last
 BATCH = 4  # 6 images: two batches, the second one short
@@ -38,20 +39,6 @@ def build() -> nn.Module:
     with torch.no_grad():
         model.train()(torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     return model.eval()
-
-
-def perturbed(model: nn.Module, layers: range, seed: int = 1) -> nn.Module:
-    """A copy with noise on every parameter and BN running mean of the given layers (trained layers)."""
-    out = deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for i in layers:
-            tensors = list(out.model[i].parameters()) + [
-                b for name, b in out.model[i].named_buffers() if name.endswith("running_mean")
-            ]
-            for t in tensors:
-                t.add_(torch.randn(t.shape, generator=g) * 0.1 * (t.abs().mean() + 1e-2))
-    return out
 
 
 def bn_stats_moved(model: nn.Module, layer: int) -> nn.Module:
@@ -116,7 +103,7 @@ def layer_calls(model: nn.Module) -> list[int]:
 def test_variant_frozen_for_layers_0_to_9_reuses_the_base_and_matches_a_full_pass(
     base: nn.Module, images: torch.Tensor
 ) -> None:
-    variant = perturbed(base, range(10, N_LAYERS))
+    variant = perturbed(base, range(10, N_LAYERS), scale=0.1, seed=1)
     # Layers 10 (Upsample) and 11 (Concat) have nothing to train: equal too, the first to differ is 12
     assert shared_prefix(base, variant) == 12
     calls = layer_calls(variant)
@@ -132,7 +119,7 @@ def test_variant_frozen_for_layers_0_to_9_reuses_the_base_and_matches_a_full_pas
 
 
 def test_variant_differing_from_layer_0_is_fully_recomputed(base: nn.Module, images: torch.Tensor) -> None:
-    variant = perturbed(base, range(0, 1))
+    variant = perturbed(base, range(0, 1), scale=0.1, seed=1)
     assert shared_prefix(base, variant) == 0
     calls = layer_calls(variant)
     fast_base, fast = collect_models([base, variant], images, batch_size=BATCH)
@@ -164,7 +151,7 @@ def test_identical_model_takes_everything_from_the_base(base: nn.Module, images:
 
 def test_folding_bn_keeps_the_summaries_and_maps(base: nn.Module, images: torch.Tensor) -> None:
     """Folded and unfolded forward passes agree to float rounding, feature maps included."""
-    variant = perturbed(base, range(10, N_LAYERS))
+    variant = perturbed(base, range(10, N_LAYERS), scale=0.1, seed=1)
     layers = [4, 9, 21]
     folded = collect_models([base, variant], images, batch_size=BATCH, map_image=5, map_layers=layers)
     for model, fast in zip([base, variant], folded, strict=True):
@@ -188,7 +175,7 @@ def test_feature_maps_come_with_the_activation_pass_or_from_their_own(base: nn.M
     outside = tmp_path / "elsewhere" / "2.png"
     outside.parent.mkdir()
     shutil.copy(files[2], outside)
-    models = [("base", base), ("v", perturbed(base, range(10, N_LAYERS)))]
+    models = [("base", base), ("v", perturbed(base, range(10, N_LAYERS), scale=0.1, seed=1))]
     checkpoints = [
         Checkpoint(label, tmp_path / f"{label}.pt", m, {}, DeclaredFreeze(frozenset(), "test")) for label, m in models
     ]
