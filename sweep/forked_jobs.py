@@ -1,11 +1,12 @@
 """Run independent jobs on this process and one forked helper: the plots use the second core.
 
-Rendering the report's figures is single-threaded matplotlib work, a third of the tool's time
-once the forward passes are fast. The figures are independent files, so two processes draw
-them side by side, taking the next job from a shared counter (costliest first). A fork shares
-the loaded comparison without pickling it (models included); where fork is not available (not
-Linux) or there is one core, the jobs run here one after the other. Either way the same
-functions write the same files.
+Rendering figures is single-threaded matplotlib work: a third of `freeze-sweep-compare`'s time once
+its forward passes are fast, and the largest part of `freeze-sweep-report`'s own work. The figures
+are independent files, so two processes draw them side by side, taking the next job from a shared
+counter (costliest first). A fork shares what is loaded (models, runs, histories) without pickling
+it. Where fork is not available (not Linux), there is one core, or other Python threads run (a
+fork copies only the calling thread, and a lock another thread holds would stay held in the
+child), the jobs run here one after the other. Either way the same functions write the same files.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -36,7 +38,12 @@ def run_jobs(jobs: Sequence[Callable[[], object]], processes: int = 2) -> None:
 
 
 def _can_fork() -> bool:
-    return sys.platform == "linux" and (os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
+    return (
+        sys.platform == "linux"
+        and (os.cpu_count() or 1) >= 2
+        and threading.active_count() == 1
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
 
 
 def _take_jobs(jobs: Sequence[Callable[[], object]], counter) -> None:
@@ -50,12 +57,11 @@ def _take_jobs(jobs: Sequence[Callable[[], object]], counter) -> None:
 
 
 def _helper(jobs: Sequence[Callable[[], object]], counter) -> None:
-    """The forked side. One torch thread, as torch's own forked DataLoader workers use: the parent's
-    OpenMP pool does not survive a fork."""
+    """The forked side. One torch thread where torch is loaded, as torch's own forked DataLoader
+    workers use: the parent's OpenMP pool does not survive a fork."""
     try:
-        import torch
-
-        torch.set_num_threads(1)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
         _take_jobs(jobs, counter)
     except BaseException:
         traceback.print_exc()

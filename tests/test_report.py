@@ -456,3 +456,56 @@ def test_a_bad_tolerance_is_one_line_naming_what_is_accepted(store: str, capsys:
     assert capsys.readouterr().err == (
         "freeze-sweep-report: error: --tolerance 5.0: give a difference of mAP50-95 in [0, 1), e.g. 0.01 for one point\n"
     )
+
+
+def test_the_plots_are_the_same_drawn_on_two_processes_or_one(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's PNGs come from the forked helper and this process, or from this process alone
+    (one core, other threads, no fork): byte-identical either way, in the order the page shows."""
+    client, exp, parent = new_sweep(store, "drawn", "d1")
+    for layers in (0, 10, 22):
+        add_variant(client, exp, parent, layers, gpu=layers != 22)
+    sweeps = find_sweeps(client, "drawn")
+    pngs = {}
+    for mode in ("forked", "serial"):
+        monkeypatch.setattr("sweep.forked_jobs._can_fork", lambda mode=mode: mode == "forked")
+        report = make_report(client, sweeps, tmp_path / mode, log_artifacts=False)
+        pngs[mode] = [p for p in report.files if p.suffix == ".png"]
+        assert [p.name for p in pngs[mode]] == list(PNGS)
+    for forked, serial in zip(pngs["forked"], pngs["serial"], strict=True):
+        assert forked.read_bytes() == serial.read_bytes(), forked.name
+
+
+@pytest.mark.parametrize("labels", [3, 30])
+def test_a_legend_right_of_the_axes_fits_in_the_png_without_moving_the_axes(labels: int, tmp_path: Path) -> None:
+    """`save` widens the figure for a figure legend outside the axes (one draw, no bbox_inches="tight"):
+    the legend ends inside the image, and the axes keep their size and place in inches."""
+    from matplotlib.figure import Figure
+
+    from sweep.report.plots import _legend, save
+
+    fig = Figure(figsize=(12, 4.8))
+    axes = fig.subplots(1, 2)
+    for i in range(labels):
+        axes[0].plot([0, 1], [i, i + 1], label=f"yolov8s freeze={i} with a long label (n=2)")
+    _legend(fig, axes[0])
+
+    def inches(ax) -> tuple[float, ...]:  # noqa: ANN001
+        box, (w, h) = ax.get_position(), fig.get_size_inches()
+        return (box.x0 * w, box.y0 * h, box.width * w, box.height * h)
+
+    before = [inches(ax) for ax in axes]
+    width_before = fig.get_figwidth()
+    path = save(fig, tmp_path / "legend.png")
+
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    with Image.open(path) as image:
+        assert image.size == pytest.approx((fig.bbox.width, fig.bbox.height), abs=1)  # the figure, not trimmed
+        assert legend.x0 > max(ax.get_window_extent(renderer).x1 for ax in axes)  # right of the axes
+        assert legend.x1 <= image.width - 0.05 * fig.dpi  # inside, with a margin
+        assert legend.y0 >= 0 and legend.y1 <= image.height
+    assert fig.get_figwidth() > width_before
+    for ax, old in zip(axes, before, strict=True):
+        assert inches(ax) == pytest.approx(old, abs=1e-6)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sweep.compare import plots
 from sweep.compare.analysis import Comparison, timed
-from sweep.compare.forked import run_jobs
 from sweep.compare.html import render_html
 from sweep.compare.summary import summary_text
+from sweep.forked_jobs import run_jobs
 
 # Relative drawing time of each figure (seconds on the benchmark, 3 models), to hand out the costliest first.
 PLOT_COST = {"bn_drift": 2.2, "weight_distributions": 1.9, "pairs_by_layer": 1.4, "weight_change": 1.3}
@@ -34,7 +34,7 @@ def write_report(c: Comparison, out_dir: Path, title: str, top: int = 5) -> Path
 
 
 def _write_plots(c: Comparison, out_dir: Path) -> list[Path]:
-    """Every PNG, drawn on two processes (`forked`); returned in the page's order."""
+    """Every PNG, drawn on two processes (`sweep.forked_jobs`); returned in the page's order."""
     jobs = [
         (plots.plot_weight_change, out_dir / "weight_change.png"),
         (plots.plot_bn_drift, out_dir / "bn_drift.png"),

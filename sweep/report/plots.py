@@ -6,6 +6,8 @@ and returned as Figures so the lines can be read back before they are saved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -15,11 +17,15 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweep.forked_jobs import run_jobs
 from sweep.report.runs import CPU_SERIES, GPU_SERIES, MAP50, MAP50_95, History
 from sweep.report.table import FINISHED, time_unit
 from sweep.tracking import names
 
 MAX_RESOURCE_ROWS = 12
+LEGEND_PAD_IN = 0.1  # right of a legend outside the axes, as bbox_inches="tight" left it
+# Relative drawing times over 50 variants (bench/bench_report.py): the costliest start first.
+DRAW_COST = {"map_curves": 4, "resources": 2, "against_freeze": 1.5, "accuracy_vs_time": 1}
 SERIES_TITLES = {
     names.GPU_MEMORY: "GPU memory used (MB, whole device)",
     names.GPU_UTIL: "GPU utilisation (%)",
@@ -100,7 +106,7 @@ def resource_curves(table: pd.DataFrame, histories: History) -> Figure:
             ax.set(xlabel="seconds since training start", ylabel=key, title=SERIES_TITLES[key])
             _finish(ax)
     if len(drawn) < len(table) or (table["n"] > 1).any():
-        fig.suptitle(f"{len(drawn)} of {len(table)} rows, one run each", fontsize=9, y=1.0)
+        fig.suptitle(f"{len(drawn)} of {len(table)} rows, one run each", fontsize=9, y=0.995)
     _legend(fig, *axes[:, 0])
     return fig
 
@@ -202,11 +208,49 @@ def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figur
     return fig
 
 
+def draw_all(builders: dict[str, Callable[[], Figure]], out: Path) -> list[Path]:
+    """Each figure built and saved as `<name>.png` in `out`, on two processes (`sweep.forked_jobs`):
+    drawing is most of the report's own time. Returns the paths in the order given."""
+    paths = {name: out / f"{name}.png" for name in builders}
+    by_cost = sorted(builders, key=lambda name: -DRAW_COST.get(name, 1))  # costliest first: even finish
+    run_jobs([partial(_build_and_save, builders[name], paths[name]) for name in by_cost])
+    return list(paths.values())
+
+
+def _build_and_save(build: Callable[[], Figure], path: Path) -> None:
+    save(build(), path)
+
+
 def save(fig: Figure, path: Path) -> Path:
-    """PNG; grown to fit a legend outside the axes (fixed margins: constrained layout took twice as long)."""
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100, bbox_inches="tight" if fig.legends else None)
+    """PNG in one draw. A legend right of the axes widens the figure to fit (fixed margins:
+    constrained layout took twice as long, and bbox_inches="tight" draws everything twice)."""
+    canvas = FigureCanvasAgg(fig)
+    if fig.legends:
+        _widen_for_legends(fig, canvas.get_renderer())
+    fig.savefig(path, dpi=fig.dpi)
     return path
+
+
+def _widen_for_legends(fig: Figure, renderer) -> None:  # noqa: ANN001 (matplotlib's RendererAgg)
+    """Keeps the axes and legends where they are in inches and adds width on the right for the legends."""
+    old = fig.bbox.width
+    anchors = [legend.get_bbox_to_anchor().x0 for legend in fig.legends]  # pixels
+    pad = LEGEND_PAD_IN * fig.dpi
+    needed = max(
+        x0
+        + legend.borderaxespad * legend.prop.get_size_in_points() * fig.dpi / 72  # its gap to the anchor
+        + legend.get_window_extent(renderer).width
+        for x0, legend in zip(anchors, fig.legends, strict=True)
+    )
+    if needed + pad <= old:
+        return
+    new = needed + pad
+    params = fig.subplotpars
+    fig.set_figwidth(fig.get_figwidth() * new / old)
+    fig.subplots_adjust(left=params.left * old / new, right=params.right * old / new)
+    for x0, legend in zip(anchors, fig.legends, strict=True):
+        y = legend.get_bbox_to_anchor().y0 / fig.bbox.height
+        legend.set_bbox_to_anchor((x0 / new, y), transform=fig.transFigure)
 
 
 def _series(histories: History, run_ids: str, key: str) -> list[pd.Series]:
@@ -224,7 +268,8 @@ def _finish(ax: Axes) -> None:
 
 def _legend(fig: Figure, *axes: Axes) -> None:
     """One legend for the figure, right of the axes: each label once, in the order first drawn."""
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.92, wspace=0.22, hspace=0.35)
+    height = fig.get_figheight()  # margins in inches: tick labels and titles keep their size
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.5 / height, top=1 - 0.4 / height, wspace=0.22, hspace=0.35)
     found: dict[str, Artist] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -83,12 +84,12 @@ def make_report(
     out = Path(out_dir) if out_dir else default_out_dir(client.tracking_uri, sweeps)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
-        "against_freeze": plots.against_freeze(table, verdict.recommended),
-        "accuracy_vs_time": plots.accuracy_vs_time(table),
-        "map_curves": plots.epoch_curves(table, histories),
-        "resources": plots.resource_curves(table, histories),
+        "against_freeze": partial(plots.against_freeze, table, verdict.recommended),
+        "accuracy_vs_time": partial(plots.accuracy_vs_time, table),
+        "map_curves": partial(plots.epoch_curves, table, histories),
+        "resources": partial(plots.resource_curves, table, histories),
     }
-    pngs = [plots.save(figure, out / f"{name}.png") for name, figure in figures.items()]
+    pngs = plots.draw_all(figures, out)
     title = f"freeze-sweep report: {'sweep' if len(sweeps) == 1 else 'sweeps'} {', '.join(s.sweep_id for s in sweeps)}"
     shown = compact(display(table))
     notes = table_notes(table)
