@@ -169,9 +169,12 @@ def main() -> None:
     last_three = client.search_runs([experiment_id], parents, max_results=3, order_by=["start_time DESC"])
     pooled = find_sweeps(client, EXPERIMENT, [r.data.tags[names.SWEEP_ID] for r in last_three])
     in_process = timed(
-        f"report, latest sweep ({args.variants} variants), in process", lambda: make_report(client, latest, out)
+        f"report, latest sweep ({args.variants} variants), in process",
+        lambda: make_report(client, latest, out, processes=2),
     )
-    pooled_times = timed(f"report, {len(pooled)} sweeps pooled, in process", lambda: make_report(client, pooled, out))
+    pooled_times = timed(
+        f"report, {len(pooled)} sweeps pooled, in process", lambda: make_report(client, pooled, out, processes=2)
+    )
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     cli = [sys.executable, "-m", "sweep.report", "--out", str(out), "--no-log"]
 

@@ -461,8 +461,9 @@ def test_a_bad_tolerance_is_one_line_naming_what_is_accepted(store: str, capsys:
 def test_the_plots_are_the_same_drawn_on_two_processes_or_one(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The report's PNGs come from the forked helper and this process, or from this process alone
-    (one core, other threads, no fork): byte-identical either way, in the order the page shows."""
+    """The report's PNGs come from the forked helper and this process (the CLI's choice), or from this
+    process alone (one core, other threads, no fork, a sweep's own process): byte-identical either
+    way, in the order the page shows."""
     client, exp, parent = new_sweep(store, "drawn", "d1")
     for layers in (0, 10, 22):
         add_variant(client, exp, parent, layers, gpu=layers != 22)
@@ -470,11 +471,16 @@ def test_the_plots_are_the_same_drawn_on_two_processes_or_one(
     pngs = {}
     for mode in ("forked", "serial"):
         monkeypatch.setattr("sweep.forked_jobs._can_fork", lambda mode=mode: mode == "forked")
-        report = make_report(client, sweeps, tmp_path / mode, log_artifacts=False)
+        report = make_report(client, sweeps, tmp_path / mode, log_artifacts=False, processes=2)
         pngs[mode] = [p for p in report.files if p.suffix == ".png"]
         assert [p.name for p in pngs[mode]] == list(PNGS)
-    for forked, serial in zip(pngs["forked"], pngs["serial"], strict=True):
-        assert forked.read_bytes() == serial.read_bytes(), forked.name
+    # A sweep's own process (write_report, make_report's default) never forks: it holds the trainings.
+    monkeypatch.setattr("sweep.forked_jobs._can_fork", lambda: True)
+    monkeypatch.setattr("sweep.forked_jobs.multiprocessing.get_context", lambda *a: pytest.fail("forked"))
+    report = make_report(client, sweeps, tmp_path / "sweep", log_artifacts=False)
+    pngs["sweep"] = [p for p in report.files if p.suffix == ".png"]
+    for forked, serial, sweep in zip(pngs["forked"], pngs["serial"], pngs["sweep"], strict=True):
+        assert forked.read_bytes() == serial.read_bytes() == sweep.read_bytes(), forked.name
 
 
 @pytest.mark.parametrize("labels", [3, 30])

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = connect(args.tracking_uri or default_tracking_uri())
         sweeps = find_sweeps(client, args.experiment, args.sweep)
         close_stale_runs(client, sorted({s.experiment_id for s in sweeps}))  # the report shows no ghost RUNNING run
-        report = make_report(client, sweeps, args.out, log_artifacts=not args.no_log, tolerance=tolerance)
+        report = make_report(client, sweeps, args.out, log_artifacts=not args.no_log, tolerance=tolerance, processes=2)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR

@@ -208,12 +208,13 @@ def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figur
     return fig
 
 
-def draw_all(builders: dict[str, Callable[[], Figure]], out: Path) -> list[Path]:
-    """Each figure built and saved as `<name>.png` in `out`, on two processes (`sweep.forked_jobs`):
-    drawing is most of the report's own time. Returns the paths in the order given."""
+def draw_all(builders: dict[str, Callable[[], Figure]], out: Path, processes: int = 1) -> list[Path]:
+    """Each figure built and saved as `<name>.png` in `out`; with `processes=2`, on a forked helper
+    too (`sweep.forked_jobs`): drawing is most of the report's own time. Returns the paths in the
+    order given."""
     paths = {name: out / f"{name}.png" for name in builders}
     by_cost = sorted(builders, key=lambda name: -DRAW_COST.get(name, 1))  # costliest first: even finish
-    run_jobs([partial(_build_and_save, builders[name], paths[name]) for name in by_cost])
+    run_jobs([partial(_build_and_save, builders[name], paths[name]) for name in by_cost], processes)
     return list(paths.values())
 
 

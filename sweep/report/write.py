@@ -69,11 +69,15 @@ def make_report(
     out_dir: Path | None = None,
     log_artifacts: bool = True,
     tolerance: float | None = None,
+    processes: int = 1,
 ) -> Report:
     """Runs -> table and verdict -> plots -> files -> the parent run(s); what the command prints is in it.
 
     `tolerance`: how much lower mAP50-95 may be than the best for a cheaper variant to be recommended
-    (default: the replicates' spread, else 0.01).
+    (default: the replicates' spread, else 0.01). `processes=2` draws the plots on a forked helper
+    too: the `freeze-sweep-report` command's choice. A sweep's own process keeps to 1: it holds
+    torch and the trainings' memory, which a fork would duplicate in every RSS figure for a
+    second saved once per sweep.
     """
     frame = load_runs(client, sweeps)
     histories = load_histories(client, frame, EPOCH_SERIES)
@@ -89,7 +93,7 @@ def make_report(
         "map_curves": partial(plots.epoch_curves, table, histories),
         "resources": partial(plots.resource_curves, table, histories),
     }
-    pngs = plots.draw_all(figures, out)
+    pngs = plots.draw_all(figures, out, processes)
     title = f"freeze-sweep report: {'sweep' if len(sweeps) == 1 else 'sweeps'} {', '.join(s.sweep_id for s in sweeps)}"
     shown = compact(display(table))
     notes = table_notes(table)
