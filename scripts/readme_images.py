@@ -54,14 +54,24 @@ def main() -> None:
     with serve_ui(uri) as urls, open_browser(width=1400, height=700) as page:
         page.goto(urls["runs"])
         page.get_by_text("best/mAP50", exact=True).first.wait_for()
+        close_assistant(page)
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_runs.png"))
         page.goto(urls["summary"].replace("?", "/model-metrics?", 1))
         page.get_by_text("sweep/best_mAP50-95").first.wait_for()
         page.locator("svg.main-svg").first.wait_for(timeout=120_000)  # the charts drawn, not their spinners
+        close_assistant(page)
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_chart.png"))
     print(f"images in {args.out}")
+
+
+def close_assistant(page) -> None:  # noqa: ANN001 (playwright's Page)
+    """MLflow 3.17 opens its chat panel beside every page, over a third of the width: closed, so the
+    pictures show the runs' columns (freeze, train time) instead."""
+    close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
+    if close.count():
+        close.first.click()
 
 
 def latest_sweep_dir(root: Path) -> Path | None:
