@@ -19,8 +19,11 @@ import traceback
 from collections.abc import Callable, Sequence
 
 
-def run_jobs(jobs: Sequence[Callable[[], object]], processes: int = 2) -> None:
-    """Run every job once; raise if any failed, here or in the helper."""
+def run_jobs(jobs: Sequence[Callable[[], object]], processes: int = 2, costs: Sequence[float] | None = None) -> None:
+    """Run every job once; raise if any failed, here or in the helper. `costs` (relative, one per
+    job) hands out the costliest first, so that the two processes finish together."""
+    if costs is not None:
+        jobs = [job for _, job in sorted(zip(costs, jobs, strict=True), key=lambda pair: -pair[0])]
     if processes < 2 or len(jobs) < 2 or not _can_fork():
         for job in jobs:
             job()

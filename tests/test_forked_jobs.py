@@ -79,3 +79,12 @@ def test_a_job_failing_in_the_helper_fails_the_call(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "ValueError: drawing failed in the helper" in done.stderr
     assert "RuntimeError: a report job failed in the helper process (exit code 1)" in done.stderr
+
+
+def test_costs_hand_out_the_costliest_jobs_first() -> None:
+    from sweep.forked_jobs import run_jobs
+
+    order: list[str] = []
+    jobs = [lambda name=name: order.append(name) for name in ("cheap", "dear", "middling", "unpriced")]
+    run_jobs(jobs, processes=1, costs=[1, 4, 2, 1])
+    assert order == ["dear", "middling", "cheap", "unpriced"]  # ties keep their given order

@@ -316,22 +316,6 @@ def _with_prefix(base: Activations, own: Activations, start: int) -> Activations
     )
 
 
-@torch.inference_mode()
 def feature_maps(model: nn.Module, image: torch.Tensor, layers: list[int]) -> dict[int, np.ndarray]:
     """The (C, H, W) output of each chosen layer for one image (3, S, S)."""
-    maps: dict[int, np.ndarray] = {}
-
-    def hook(index: int):
-        def record(_module: nn.Module, _inputs: object, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                maps[index] = output[0].float().numpy().copy()
-
-        return record
-
-    handles = [model.model[i].register_forward_hook(hook(i)) for i in layers]
-    try:
-        model(image[None])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return maps
+    return collect(model, image[None], map_image=0, map_layers=layers).maps

@@ -47,8 +47,7 @@ def _write_plots(c: Comparison, out_dir: Path) -> list[Path]:
     first = c.models[0].label
     for layer in (la for la in c.layers if la.index in c.feature_maps.get(first, {})):
         jobs.append((partial(plots.plot_feature_maps, layer=layer), out_dir / f"feature_maps_layer{layer.index}.png"))
-    by_cost = sorted(jobs, key=lambda job: -PLOT_COST.get(job[1].stem, 1))  # costliest first: even finish
-    run_jobs([partial(plot, c, path=path) for plot, path in by_cost])
+    run_jobs([partial(plot, c, path=path) for plot, path in jobs], costs=[PLOT_COST.get(p.stem, 1) for _, p in jobs])
     return [path for _, path in jobs]
 
 

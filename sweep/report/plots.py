@@ -24,7 +24,7 @@ from sweep.tracking import names
 
 MAX_RESOURCE_ROWS = 12
 LEGEND_PAD_IN = 0.1  # right of a legend outside the axes, as bbox_inches="tight" left it
-# Relative drawing times over 50 variants (bench/bench_report.py): the costliest start first.
+# Relative drawing times over 50 variants (bench/bench_report.py), for `run_jobs`'s order.
 DRAW_COST = {"map_curves": 4, "resources": 2, "against_freeze": 1.5, "accuracy_vs_time": 1}
 SERIES_TITLES = {
     names.GPU_MEMORY: "GPU memory used (MB, whole device)",
@@ -213,8 +213,8 @@ def draw_all(builders: dict[str, Callable[[], Figure]], out: Path, processes: in
     too (`sweep.forked_jobs`): drawing is most of the report's own time. Returns the paths in the
     order given."""
     paths = {name: out / f"{name}.png" for name in builders}
-    by_cost = sorted(builders, key=lambda name: -DRAW_COST.get(name, 1))  # costliest first: even finish
-    run_jobs([partial(_build_and_save, builders[name], paths[name]) for name in by_cost], processes)
+    jobs = [partial(_build_and_save, build, paths[name]) for name, build in builders.items()]
+    run_jobs(jobs, processes, costs=[DRAW_COST.get(name, 1) for name in builders])
     return list(paths.values())
 
 
