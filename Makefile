@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo ui services test test-quick test-gpu lint format bench bench-quick readme-images clean
+.PHONY: help demo ui services test test-quick test-gpu lint format bench bench-quick gpu-wheels gpu-check readme-images clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
 
 $(BIN)/freeze-sweep: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +34,10 @@ test-quick: $(BIN)/freeze-sweep  ## skips the slow multirun tests
 test-gpu: $(BIN)/freeze-sweep  ## the real-GPU tests (needs CUDA)
 	$(BIN)/python -m pytest -m gpu
 
-lint:
+lint: $(BIN)/freeze-sweep  ## ruff check
 	$(BIN)/ruff check sweep tests bench scripts
 
-format:
+format: $(BIN)/freeze-sweep  ## ruff format, then the fixes ruff can make
 	$(BIN)/ruff format sweep tests bench scripts
 	$(BIN)/ruff check --fix sweep tests bench scripts
 
@@ -44,8 +47,17 @@ bench: $(BIN)/freeze-sweep  ## every benchmark at full size (an idle machine); r
 bench-quick: $(BIN)/freeze-sweep  ## every benchmark at its smoke size, as CI runs it
 	$(BIN)/python -m bench --quick
 
+SHARED ?= ../shared
+gpu-wheels: $(BIN)/freeze-sweep  ## .gpu/: the wheels an offline GPU machine lacks (needs a registry) and the polars stand-in
+	PY=$(BIN)/python $(SHARED)/gpu/wheels.sh .gpu/whl
+	rm -rf .gpu/stand-in
+	cp -r --no-preserve=mode $(SHARED)/gpu/stand-in .gpu/stand-in
+
+gpu-check:  ## on the GPU machine, after gpu-wheels: the GPU check in 8 minutes; results in $$OUT (bench/gpu_check.sh)
+	bench/gpu_check.sh
+
 readme-images: $(BIN)/freeze-sweep  ## README pictures from a demo run (needs chromium)
 	$(BIN)/python scripts/readme_images.py
 
-clean:
+clean:  ## remove outputs/ (runs, store, caches)
 	rm -rf outputs .pytest_cache

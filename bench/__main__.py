@@ -4,6 +4,7 @@
     python -m bench --quick             # CI's smoke run: every benchmark at its smallest
     python -m bench --only startup overhead
     python -m bench --device 0          # trainings on GPU 0 (overhead, freezing)
+    python -m bench --only gpu          # the GPU benchmark (skips without CUDA; --quick: its CPU smoke run)
 
 Each benchmark runs as its own process (`python bench/bench_<name>.py [--quick]`) and writes its
 JSON record under bench/results/ through bench/record.py; the table is read back from the records
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import RESULTS  # noqa: E402
 
-BENCHMARKS = ("startup", "overhead", "freezing", "report", "compare", "demo", "schedule", "faults")
+BENCHMARKS = ("startup", "overhead", "freezing", "report", "compare", "demo", "schedule", "auto", "faults", "gpu")
 TAKES_DEVICE = ("overhead", "freezing")
 
 

@@ -14,6 +14,7 @@ sides (they must match). Records bench/results/overhead-*.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import resource
@@ -55,9 +56,20 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def measure(command: list[str], env: dict, log: Path, cwd: Path = ROOT, interval_s: float = 0.1) -> Measured:
-    """Run one command to its end; exits with the tail of its log when it fails. CPU time comes
-    from getrusage(RUSAGE_CHILDREN), so only one measured command may run at a time."""
+def kill_tree(process: psutil.Process) -> None:
+    with contextlib.suppress(psutil.Error):  # gone already
+        for p in [*process.children(recursive=True), process]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    process.wait()
+
+
+def measure(
+    command: list[str], env: dict, log: Path, cwd: Path = ROOT, interval_s: float = 0.1, timeout_s: float | None = None
+) -> Measured:
+    """Run one command to its end; exits with the tail of its log when it fails or outlives
+    `timeout_s` (then killed, with its children). CPU time comes from getrusage(RUSAGE_CHILDREN),
+    so only one measured command may run at a time."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     peak = 0
@@ -68,6 +80,9 @@ def measure(command: list[str], env: dict, log: Path, cwd: Path = ROOT, interval
                 peak = max(peak, tree_rss(process))
             except psutil.Error:  # exited between poll() and the read
                 pass
+            if timeout_s is not None and time.perf_counter() - started > timeout_s:
+                kill_tree(process)
+                sys.exit(f"{' '.join(command[:4])} ... killed after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
             time.sleep(interval_s)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,7 +103,9 @@ def yolo_value(value: object) -> str:
 
 
 def yolo_command(yolo: Path, checkpoint: Path, data: Path, freeze: list[int], save_dir: Path, args: dict) -> list[str]:
-    """The `yolo train` command line of what sweep.training.train passes to `model.train`."""
+    """The `yolo train` command line of what sweep.training.train passes to `model.train`. A GPU
+    index is written as the number the command line reads `device=0` as; ultralytics takes the int
+    and the sweep's "0" alike."""
     given = {
         "model": str(checkpoint),
         "data": str(data),
@@ -98,6 +115,8 @@ def yolo_command(yolo: Path, checkpoint: Path, data: Path, freeze: list[int], sa
         "exist_ok": True,
         **args,
     }
+    if str(given.get("device")).isdigit():
+        given["device"] = int(given["device"])
     return [str(yolo), "train", *(f"{key}={yolo_value(value)}" for key, value in given.items())]
 
 
@@ -125,8 +144,7 @@ def quick_size() -> dict:
     Imported here, not at the top: tests.conftest sets up the tests' environment when imported."""
     from tests.conftest import TINY
 
-    tiny = [o for o in TINY if not o.startswith(("train.device=", "train.epochs="))]
-    return {"pairs": 1, "overrides": [*tiny, "train.epochs=1"]}
+    return {"pairs": 1, "overrides": [*TINY, "train.epochs=1"]}  # later overrides win: device is set after
 
 
 def main() -> None:

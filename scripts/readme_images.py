@@ -1,5 +1,6 @@
-"""The README's pictures, from a real demo run: the report, the MLflow runs table, MLflow's chart of
-accuracy against freeze level, and a compare heatmap.
+"""The README's pictures, from a real demo run, at 1366x768 in a fresh browser as a newcomer sees
+them: the report, the MLflow runs table `freeze-sweep-ui` opens, MLflow's chart of accuracy against
+freeze level, and a compare heatmap.
 
     .venv/bin/python scripts/readme_images.py                    # runs the demo sweep (as `make demo`)
     .venv/bin/python scripts/readme_images.py --root /tmp/demo   # reuses the sweep already under /tmp/demo
@@ -20,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sweep.report.parent import SERIES  # noqa: E402
 from sweep.tracking.lifecycle import SweepInfo  # noqa: E402
+from sweep.tracking.names import RECOMMENDED_MARK  # noqa: E402
 from tests.test_ui import open_browser, serve_ui  # noqa: E402
 
 SETTLE_MS = 5000  # let MLflow's charts finish drawing before the screenshot
@@ -48,30 +51,20 @@ def main() -> None:
     shutil.copy(compare / "weight_change.png", args.out / "compare_heatmap.png")
     shutil.copy(sweep_dir / "report" / "against_freeze.png", args.out / "report_against_freeze.png")
 
-    with open_browser(width=1024, height=900) as page:
+    with open_browser() as page:
         page.goto((sweep_dir / "report" / "report.html").as_uri())
         page.screenshot(path=str(args.out / "report.png"))
-    with serve_ui(uri) as urls, open_browser(width=1400, height=700) as page:
+    with serve_ui(uri) as urls, open_browser() as page:
         page.goto(urls["runs"])
-        page.get_by_text("best/mAP50", exact=True).first.wait_for()
-        close_assistant(page)
+        page.get_by_text(RECOMMENDED_MARK).first.wait_for()
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_runs.png"))
         page.goto(urls["summary"].replace("?", "/model-metrics?", 1))
-        page.get_by_text("sweep/best_mAP50-95").first.wait_for()
+        page.get_by_text(f"{SERIES}/mAP50-95").first.wait_for()
         page.locator("svg.main-svg").first.wait_for(timeout=120_000)  # the charts drawn, not their spinners
-        close_assistant(page)
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_chart.png"))
     print(f"images in {args.out}")
-
-
-def close_assistant(page) -> None:  # noqa: ANN001 (playwright's Page)
-    """MLflow 3.17 opens its chat panel beside every page, over a third of the width: closed, so the
-    pictures show the runs' columns (freeze, train time) instead."""
-    close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
-    if close.count():
-        close.first.click()
 
 
 def latest_sweep_dir(root: Path) -> Path | None:

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.checkpoints import DEMO
+from sweep.auto_freeze import AutoFreezer
+from sweep.checkpoints import DEMO, output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
 from sweep.schedule import schedule_callbacks
-from sweep.signals import install_signal_handlers
+from sweep.signals import signals_interrupt
 from sweep.tracking import lifecycle, names
+from sweep.tracking.auto_freeze import AutoFreezeTracking
+from sweep.tracking.credentials import redact
+from sweep.tracking.data_wait import DataWait
+from sweep.tracking.machine_load import machine_load_callbacks
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun, failure_message
-from sweep.training import cpu_threads_callbacks, merged, train
+from sweep.training import TrainResult, cpu_threads_callbacks, cpu_workers_callbacks, merged, train
 from sweep.variant import VariantSpec, build_variant, describe
+from sweep.worker import variant_process
 
 log = logging.getLogger("sweep")
 
 
 ON_HELD = ("wait", "skip")
-RESULT_METRICS = {"metrics/mAP50(B)": "mAP50", "metrics/mAP50-95(B)": "mAP50-95"}
 
 
 def prepare(cfg: DictConfig) -> VariantSpec:
@@ -46,16 +53,30 @@ def run_variant(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     status = {"name": f"job {hc.job.get('num', 0)}", "status": "RUNNING", "run_id": None}
-    install_signal_handlers()
-    try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
-        with own_gpu(cfg):
-            return train_variant(cfg, job_dir, status)
-    except BaseException as error:
-        status.update(status="KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
-        status["error"] = failure_message(error)
-        raise
-    finally:
-        lifecycle.write_status(job_dir, status)
+    with variant_process(sweep_owner(hc)), signals_interrupt():
+        try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
+            with own_gpu(cfg):
+                return train_variant(cfg, job_dir, status)
+        except BaseException as error:
+            status.update(status="KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
+            status["error"] = failure_message(error)
+            raise
+        finally:
+            try:
+                lifecycle.write_status(job_dir, status)
+            except OSError as error:  # the sweep's summary counts a job without variant.json as failed
+                log.error("%s: outcome not recorded in %s (%s)", status["name"], job_dir / lifecycle.STATUS_FILE, error)
+
+
+def sweep_owner(hc) -> str:
+    """The process that launched this job's sweep; "" outside a sweep (or one `current_sweep` refuses)."""
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    try:
+        sweep = lifecycle.SweepInfo.read(Path(hc.sweep.dir))
+    except (OSError, ValueError, TypeError):
+        return ""
+    return sweep.owner if sweep else ""
 
 
 @contextmanager
@@ -85,7 +106,7 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
         experiment_id,
         spec.config_hash(),
         spec.run_name,
-        variant_tags(spec, job_dir, sweep),
+        variant_tags(spec, output_dir_for(job_dir, spec.config_hash()), sweep),
         rerun=cfg.sweep.rerun,
         wait=cfg.sweep.on_held == "wait",
     )
@@ -95,13 +116,46 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
         progress.result(f"{status['status'].lower()}: {status['note']}")
         return status
     status["run_id"] = claim.run.info.run_id
+    with ended_if_left_running(client, claim.run.info.run_id):
+        result = train_claimed(cfg, client, claim, spec, sweep, progress, job_dir)
+    status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
+    progress.result(result_line(result.metrics, job_dir / "train.log"))
+    return status
+
+
+@contextmanager
+def ended_if_left_running(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Whatever fails between the claim and the end of training (a full disk while the config hash
+    is written, the store while params are logged) leaves the claimed run FAILED (KILLED on a
+    signal), saying why, not RUNNING until the next sweep finds its owner gone."""
+    try:
+        yield
+    except BaseException as error:
+        killed = isinstance(error, (KeyboardInterrupt, SystemExit))
+        lifecycle.end_runs_killed(client, [run_id], failure_message(error)[:5000], "KILLED" if killed else "FAILED")
+        raise
+
+
+def train_claimed(
+    cfg: DictConfig,
+    client: MlflowClient,
+    claim: lifecycle.Claim,
+    spec: VariantSpec,
+    sweep: lifecycle.SweepInfo | None,
+    progress: Progress,
+    job_dir: Path,
+) -> TrainResult:
+    """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts."""
     run, save_dir = open_variant_run(client, claim, spec, cfg)
-    parent = sweep.parent_run_id if sweep else None
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
     threads = cpu_threads_callbacks(spec.cpu_threads, spec.train_args["device"])
-    callbacks = merged(run.callbacks(), schedule, progress.callbacks(), threads)
+    workers = cpu_workers_callbacks(spec.cpu_workers, spec.train_args["workers"], spec.train_args["device"])
+    load = machine_load_callbacks(run.log_metrics)
+    auto = auto_freeze_callbacks(spec, run)
+    data_wait = DataWait(run.log_metrics).callbacks()  # after the schedule's epoch start: its work is no wait
+    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load)
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
-    with quiet, run, lifecycle.Heartbeat(client, [run.run_id, parent]):
+    with quiet, run, lifecycle.Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
             result = train(
                 spec.checkpoint or spec.arch,
@@ -113,9 +167,15 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
                 resume=claim.resuming,
             )
         run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
-    status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
-    progress.result(result_line(result.metrics, job_dir / "train.log"))
-    return status
+    return result
+
+
+def auto_freeze_callbacks(spec: VariantSpec, run: VariantRun) -> dict[str, list]:
+    """freeze=auto's policy in the training loop, then its tracking (which reads the policy's records)."""
+    if spec.auto_freeze is None:
+        return {}
+    freezer = AutoFreezer(spec.auto_freeze)
+    return merged(freezer.callbacks(), AutoFreezeTracking(freezer, run).callbacks())
 
 
 def progress_for(spec: VariantSpec, sweep: lifecycle.SweepInfo | None) -> Progress:
@@ -127,7 +187,11 @@ def progress_for(spec: VariantSpec, sweep: lifecycle.SweepInfo | None) -> Progre
 
 
 def result_line(metrics: dict, log_file: Path) -> str:
-    shown = [f"{name} {metrics[key]:.3f}" for key, name in RESULT_METRICS.items() if key in metrics]
+    shown = [
+        f"{names.ULTRALYTICS_METRICS[key]} {metrics[key]:.3f}"
+        for key in (names.UL_MAP50, names.UL_MAP50_95)
+        if key in metrics
+    ]
     return f"done: {', '.join(shown) or 'no validation metrics'} (log: {log_file})"
 
 
@@ -141,12 +205,12 @@ def current_sweep(hc) -> lifecycle.SweepInfo | None:
     return sweep
 
 
-def variant_tags(spec: VariantSpec, job_dir: Path, sweep: lifecycle.SweepInfo | None) -> dict[str, str]:
+def variant_tags(spec: VariantSpec, save_dir: Path, sweep: lifecycle.SweepInfo | None) -> dict[str, str]:
     tags = {
         names.ROLE: names.ROLE_VARIANT,
         names.CONFIG_HASH: spec.config_hash(),
         names.DEVICE: spec.train_args["device"],
-        names.OUTPUT_DIR: str(job_dir / "train"),
+        names.OUTPUT_DIR: str(save_dir),
     }
     if sweep:
         tags.update({names.PARENT_RUN_ID: sweep.parent_run_id, names.SWEEP_ID: sweep.sweep_id})
@@ -166,7 +230,8 @@ def reuse_status(spec: VariantSpec, claim: lifecycle.Claim) -> dict:
 
 
 def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
-    """The job's config with every interpolation resolved, plus what the variant resolved to."""
+    """The job's config with every interpolation resolved, plus what the variant resolved to;
+    credentials (a URI read from the environment, a config file's `user:pw@`) redacted."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["resolved"] = {
         "freeze_layers": list(spec.freeze_layers),
@@ -175,7 +240,7 @@ def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
         "device": spec.train_args["device"],
         "config_hash": spec.config_hash(),
     }
-    return OmegaConf.to_yaml(resolved)
+    return redact(OmegaConf.to_yaml(resolved))
 
 
 def open_variant_run(client, claim: lifecycle.Claim, spec: VariantSpec, cfg: DictConfig) -> tuple[VariantRun, Path]:
@@ -188,6 +253,7 @@ def open_variant_run(client, claim: lifecycle.Claim, spec: VariantSpec, cfg: Dic
         run = VariantRun.resume(client, run_id, spec, cfg.tracking)
         run.backfill(save_dir / "results.csv", claim.resume_epoch)
     else:
+        record_config_hash(save_dir, spec.config_hash())
         run = VariantRun.start(client, run_id, spec, cfg.tracking)
     lifecycle.supersede(client, claim.leftovers, run_id)
     return run, save_dir
@@ -206,5 +272,5 @@ def run_job(cfg: DictConfig) -> dict | None:
     except Exception as error:
         if HydraConfig.get().mode == RunMode.RUN:
             raise
-        log.exception("variant failed: %s", failure_message(error))
+        log.error("variant failed: %s", failure_message(error))  # its traceback: the run's error.traceback tag
         return {"status": "FAILED", "error": failure_message(error)}

@@ -64,8 +64,9 @@ def model_yaml_of(checkpoint: Path) -> dict:
 
     try:
         model, _ = load_checkpoint(str(checkpoint), device="cpu")
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise ConfigError(f"model.weights={checkpoint}: not a readable ultralytics checkpoint ({error})") from None
+    except Exception as error:  # a truncated or foreign file: say which one, in one line
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"model.weights={checkpoint}: not a readable ultralytics checkpoint ({reason})") from None
     return dict(model.yaml)
 
 
@@ -86,3 +87,33 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --- the checkpoints a variant writes ---------------------------------------------------------
+
+CONFIG_HASH_FILE = "config_hash.txt"  # in a variant's ultralytics save_dir, beside weights/
+
+
+def config_hash_of(save_dir: Path) -> str | None:
+    """The config hash of the training whose checkpoints are in `save_dir`, if recorded."""
+    try:
+        return (Path(save_dir) / CONFIG_HASH_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def record_config_hash(save_dir: Path, config_hash: str) -> None:
+    """Written before a fresh training writes its first last.pt: a later resume checks it."""
+    from sweep.files import write_atomic
+
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(save_dir) / CONFIG_HASH_FILE, config_hash + "\n")
+
+
+def output_dir_for(job_dir: Path, config_hash: str) -> Path:
+    """`<job>/train`, unless another config trained there (a re-run of the same sweep folder with
+    other settings): then `<job>/train-<hash>`, so neither overwrites the other's last.pt."""
+    default = Path(job_dir) / "train"
+    recorded = config_hash_of(default)
+    holds_other = recorded != config_hash if recorded else (default / "weights").is_dir()
+    return Path(job_dir) / f"train-{config_hash}" if holds_other else default

@@ -6,6 +6,7 @@ ultralytics and MLflow load when a job starts.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 from sweep.cli_check import check_group_choices
+from sweep.console import thread_errors_in_one_line
 from sweep.errors import ConfigError, exit_with
 from sweep.signals import exit_code, install_signal_handlers
-from sweep.tracking.credentials import scrub_argv
+from sweep.tracking.credentials import install_log_redaction, scrub_argv, scrub_environment
 from sweep.train_defaults import register as register_train_defaults
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -33,6 +35,10 @@ def cli() -> None:
     """Credentials out of the command line, one-line errors for unknown config options, then
     Hydra; SIGTERM and SIGINT end the sweep's runs KILLED and exit 128 + the signal."""
     sys.argv[1:] = scrub_argv(sys.argv[1:])
+    scrub_environment()
+    install_log_redaction()
+    logging.raiseExceptions = False  # a full disk must not turn every log line into a traceback
+    thread_errors_in_one_line()
     try:
         check_group_choices(sys.argv[1:], Path(CONF_DIR))
     except ConfigError as error:
@@ -40,6 +46,11 @@ def cli() -> None:
     install_signal_handlers()
     try:
         main()
+    except Exception as error:  # raised by Hydra only while a sweep runs: see `end_broken_sweep`
+        from sweep.hydra_callbacks import end_broken_sweep
+
+        end_broken_sweep(error)
+        raise
     except KeyboardInterrupt as error:
         from sweep.tracking import lifecycle
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from sweep.tracking import names
+
 QUIET_LOGGERS = ("mlflow.system_metrics",)  # "started/stopped monitoring" lines, twice per variant
 
 
@@ -104,7 +106,7 @@ class Progress:
         per_epoch = (time.monotonic() - self._started) / (epoch - self._first_epoch + 1)
         left = per_epoch * ((self.epochs - epoch) + self.epochs * self.variants_after / self.parallel)
         metrics = trainer.metrics or {}
-        map50 = metrics.get("metrics/mAP50(B)")
+        map50 = metrics.get(names.UL_MAP50)
         shown = f"  mAP50 {map50:.3f}" if map50 is not None else ""
         self._print(
             f"{self.label}  epoch {epoch}/{self.epochs}{shown}  {per_epoch:.1f} s/epoch  sweep: ~{duration(left)} left"
@@ -115,3 +117,22 @@ class Progress:
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+
+def thread_errors_in_one_line() -> None:
+    """An exception that ends a background thread (ultralytics saves its plots from threads) is
+    one warning line, not a traceback: a full disk must not bury the sweep's one-line error and
+    summary under a traceback per plot."""
+    import threading
+
+    from sweep.tracking.credentials import redact
+
+    def one_line(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        text = str(args.exc_value).strip().splitlines()
+        name = args.thread.name if args.thread else "?"
+        reason = redact(text[0]) if text else ""
+        logging.getLogger("sweep").warning("background thread %s failed: %s: %s", name, args.exc_type.__name__, reason)
+
+    threading.excepthook = one_line

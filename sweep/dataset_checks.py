@@ -32,7 +32,8 @@ def image_files(source: Path) -> list[Path]:
 
 
 def check_dataset_files(data: DataInfo) -> None:
-    """Raise ConfigError for an empty split or an image or label the trainer would drop.
+    """Raise ConfigError for an empty split, a split without a single labelled box, or an image or
+    label the trainer would drop.
 
     Checked once per process and dataset state: the variants of a sweep share their data.
     """
@@ -51,9 +52,16 @@ def _check_once(data: DataInfo, _yaml_mtime: int) -> None:
             (image, label, "", False, data.nc, 0, 0, False)
             for image, label in zip(images, img2label_paths(images), strict=True)
         ]
+        boxes = 0
         with ThreadPoolExecutor(max_workers=4) as pool:
             for result in pool.map(verify_image_label, jobs):
                 corrupt, message = result[8], result[9]
                 if corrupt:
                     reason = message.replace(CORRUPT, "").replace(UNIDENTIFIED, "corrupt image, not a format PIL reads")
                     raise ConfigError(f"{data.label}: {reason} (the trainer would skip it)")
+                boxes += len(result[1])
+        if not boxes:  # the trainer only warns ("Labels are missing or empty") and learns background
+            raise ConfigError(
+                f"{data.label}: the {split} split has {len(images)} images but no labelled box (every label file "
+                f"is empty or missing, e.g. {jobs[0][1]}); give labels in YOLO format (class x y w h)"
+            )

@@ -11,5 +11,9 @@ class ConfigError(ValueError):
 
 
 def exit_with(error: Exception) -> NoReturn:
-    print(f"freeze-sweep: error: {error}", file=sys.stderr)
+    """One line, whatever the message holds (a library's multi-line error), credentials redacted."""
+    from sweep.tracking.credentials import redact
+
+    line = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    print(f"freeze-sweep: error: {redact(line)}", file=sys.stderr)
     sys.exit(USAGE_ERROR)

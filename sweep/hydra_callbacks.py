@@ -8,6 +8,7 @@ After: end the parent run, summarise, and exit non-zero if a variant failed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
+from sweep.files import MIB, check_output_dir, write_atomic
 from sweep.tracking import lifecycle
 from sweep.tracking.credentials import redact
 from sweep.tracking.store import first_line, open_experiment, sweep_tags
@@ -49,6 +51,18 @@ def job_configs(config: DictConfig) -> list[DictConfig]:
     return configs
 
 
+def record_parent_params(client, parent_run_id: str, specs: list) -> None:  # noqa: ANN001 (MlflowClient)
+    """The parent's params (what is swept, what is held fixed), from the variants the sweep expanded:
+    written once, here, since MLflow params are write-once and a report during the sweep sees only part of it."""
+    from mlflow.entities import Param
+
+    from sweep.report.context import parent_params, variants_frame
+    from sweep.tracking.variant_run import variant_params
+
+    params = parent_params(variants_frame([variant_params(spec) for spec in specs]))
+    client.log_batch(parent_run_id, params=[Param(k, v) for k, v in params.items()])
+
+
 class SweepCallback(Callback):
     """Hydra turns any Exception raised in a callback into a warning and goes on: every failure
     here is turned into one line and a non-zero exit instead."""
@@ -66,6 +80,10 @@ class SweepCallback(Callback):
         specs = [build_variant(job) for job in jobs]
         if jobs:
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
+        parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
+        check_output_dir(
+            sweep_dir, f"hydra.sweep.dir={sweep_dir}", space_needed([s.params.total for s in specs], parallel)
+        )
         first = jobs[0] if jobs else config
         client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
         lifecycle.close_stale_runs(client, [experiment_id])
@@ -77,9 +95,18 @@ class SweepCallback(Callback):
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = lifecycle.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
-        parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
+        if specs:
+            record_parent_params(client, parent, specs)
         info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent, len(jobs), parallel)
-        info.write(sweep_dir)
+        try:
+            info.write(sweep_dir)
+        except OSError:  # checked a moment ago, yet full or read-only now: the parent must not stay RUNNING
+            lifecycle.end_runs_killed(client, [parent], f"{lifecycle.SWEEP_FILE} could not be written", "FAILED")
+            raise
+        _launched[:] = [sweep_dir, client.tracking_uri]  # in memory only: sweep.json has no credentials
+        # From here on an error inside Hydra reaches `sweep.cli` (`end_broken_sweep`) instead of
+        # being printed by Hydra with a traceback while the parent run stays RUNNING.
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         lifecycle.start_active_sweep(client, info)
         log.info(
             "Sweep %s: MLflow parent run %s in experiment '%s' (%s)",
@@ -90,37 +117,65 @@ class SweepCallback(Callback):
         )
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        """Hydra has just saved the job's config: no credentials may stay in those files."""
+        """Hydra has just saved the job's config: no credentials may stay in those files (a
+        `${oc.env:...}` or a config file's URI; the command line's are gone already)."""
         output_dir = Path(config.hydra.runtime.output_dir)
         for path in [*output_dir.glob(".hydra/*.yaml"), *output_dir.parent.glob("multirun.yaml")]:
-            text = path.read_text()
-            if redact(text) != text:
-                path.write_text(redact(text))
+            try:
+                text = path.read_text()
+                if redact(text) != text:
+                    write_atomic(path, redact(text))
+            except OSError as error:  # a full disk: the job itself will fail and say so
+                log.error("%s not checked for credentials: %s", path, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from mlflow.tracking import MlflowClient
-
-        lifecycle.stop_active_sweep()
         HydraConfig.instance().set_config(config)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        if _launched:
+            finish_sweep(*_launched)
+
+
+_launched: list = []  # (sweep dir, store URI) of the sweep this process started, until it ends
+
+
+def finish_sweep(sweep_dir: Path, uri: str, problems: tuple[str, ...] = ()) -> None:
+    """End the parent run, summarise, exit non-zero if a variant or the sweep's own bookkeeping
+    (`problems`) failed. Whatever fails here is one line, and the summary still prints."""
+    from mlflow.tracking import MlflowClient
+
+    lifecycle.stop_active_sweep()
+    _launched.clear()
+    with exit_on_failure(f"{sweep_dir / lifecycle.SWEEP_FILE} unreadable"):
         info = lifecycle.SweepInfo.read(sweep_dir)
-        if info is None:
-            return
-        statuses = lifecycle.read_statuses(sweep_dir)
-        failed = [s for s in statuses if s.get("status") not in ("FINISHED", "HELD")]
-        with exit_on_failure("the sweep's parent run could not be finished"):
-            lifecycle.finish_parent_run(MlflowClient(info.tracking_uri), info, jobs_failed=bool(failed))
-        write_sweep_report(info.tracking_uri, info.parent_run_id, sweep_dir / "report")
-        print(
-            f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info.sweep_id}, {sweep_dir})"
-        )
-        for status in statuses:
-            if status.get("status") == "HELD":
-                print(f"  HELD {status.get('name', '?')}: run {status.get('held_by')} of another sweep is training it")
-        for status in failed:
-            print(f"  FAILED {status.get('name', '?')}: {status.get('error', 'unknown error')}")
-        if failed:
-            sys.exit(1)
+    if info is None:
+        return
+    statuses = lifecycle.read_statuses(sweep_dir, info.n_variants)
+    failed = [s for s in statuses if s.get("status") not in ("FINISHED", "HELD")]
+    problems = list(problems)
+    try:
+        lifecycle.finish_parent_run(MlflowClient(uri), info, jobs_failed=bool(failed or problems))
+    except Exception as error:
+        problems.append(f"the sweep's parent run could not be finished: {type(error).__name__}: {first_line(error)}")
+    write_sweep_report(uri, info.parent_run_id, sweep_dir / "report")
+    print(
+        f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info.sweep_id}, {sweep_dir})"
+    )
+    for status in statuses:
+        if status.get("status") == "HELD":
+            print(f"  HELD {status.get('name', '?')}: run {status.get('held_by')} of another sweep is training it")
+    for status in failed:
+        print(f"  FAILED {status.get('name', '?')}: {redact(str(status.get('error', 'unknown error')))}")
+    for problem in problems:
+        print(f"freeze-sweep: error: {problem}", file=sys.stderr)
+    if failed or problems:
+        sys.exit(1)
+
+
+def end_broken_sweep(error: BaseException) -> None:
+    """Hydra itself failed while the sweep ran (its own files on a full disk, a launcher error):
+    one line instead of its traceback, the parent run FAILED, the summary, exit 1."""
+    if _launched:
+        finish_sweep(*_launched, problems=(f"the sweep stopped: {type(error).__name__}: {first_line(error)}",))
+        sys.exit(1)
 
 
 @contextmanager
@@ -134,6 +189,15 @@ def exit_on_failure(what: str = ""):
         prefix = f"{what}: " if what else ""
         print(f"freeze-sweep: error: {prefix}{type(error).__name__}: {first_line(error)}", file=sys.stderr)
         sys.exit(1)
+
+
+def space_needed(params_per_variant: list[int], parallel: int) -> int:
+    """Bytes the sweep will write at least: its records, and per variant ultralytics' plots and
+    logs (about 2 MiB), its last.pt and best.pt (FP16 weights, 2 bytes a parameter, once training
+    ends), plus the optimizer state both carry while a variant trains (about 8 bytes a parameter
+    more) for the variants training at once."""
+    largest = max(params_per_variant, default=0)
+    return MIB + sum(2 * MIB + 4 * n for n in params_per_variant) + max(1, parallel) * 16 * largest
 
 
 def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:

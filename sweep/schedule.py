@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -198,15 +198,20 @@ def schedule_callbacks(schedule: FreezeSchedule) -> dict[str, list[Callable]]:
 
 def apply_stage(schedule: FreezeSchedule, trainer) -> None:
     """Put the model into the current epoch's stage, as ultralytics' `_setup_train` would freeze it."""
+    freeze_layers(trainer, schedule.layers_at(trainer.epoch + 1), "Freeze schedule")
+
+
+def freeze_layers(trainer, layers: Sequence[int], who: str) -> None:
+    """Freeze exactly `layers` (plus what ultralytics always freezes) from this epoch on, as a fresh `freeze=`
+    would: call it at `on_train_epoch_start`, before ultralytics' `_model_train` sets BatchNorm modes."""
     if trainer.world_size > 1:
         # DDP registers only the parameters that need gradients when it wraps the model: unfrozen later, they
         # would never be all-reduced and the replicas would drift apart.
-        raise RuntimeError("freeze schedules need single-device training: use one device, not a DDP device list")
-    layers = schedule.layers_at(trainer.epoch + 1)
+        raise RuntimeError(f"{who} needs single-device training: use one device, not a DDP device list")
     always = [name for name in trainer.freeze_layer_names if not _LAYER_NAME.fullmatch(name)]
     names = [f"model.{i}." for i in layers] + always
     if names != trainer.freeze_layer_names:
-        log.info("Freeze schedule, epoch %d: layers %s frozen", trainer.epoch + 1, list(layers) or "none")
+        log.info("%s, epoch %d: layers %s frozen", who, trainer.epoch + 1, list(layers) or "none")
     trainer.freeze_layer_names = names  # ultralytics' _model_train, next, sets BatchNorm modes from these
     for name, param in trainer.model.named_parameters():
         if param.dtype.is_floating_point:

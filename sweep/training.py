@@ -69,6 +69,31 @@ def cpu_threads_callbacks(threads: int | None, device: str) -> Callbacks:
     return {"on_pretrain_routine_start": [use_threads], "on_val_start": [use_threads]}
 
 
+def resolve_cpu_workers(value: object) -> bool:
+    """`sweep.cpu_workers`: whether a CPU training keeps its `train.workers` loader processes."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"sweep.cpu_workers={value!r}: use true or false")
+    return value
+
+
+def cpu_workers_callbacks(keep: bool, workers: int, device: str) -> Callbacks:
+    """Data-loader worker processes for a CPU training.
+
+    ultralytics sets `workers=0` on CPU when it builds the trainer ("time dominated by inference,
+    not dataloading"), before any loader exists; `on_pretrain_routine_start` comes next and puts
+    `train.workers` back, so the loaders start their workers as on a GPU. That pays where decoding
+    and augmenting images costs more than the model (large images, a small or frozen model) and a
+    core is spare. Only speed changes, not what is trained.
+    """
+    if not keep or device != "cpu":
+        return {}
+
+    def keep_workers(trainer) -> None:
+        trainer.args.workers = workers
+
+    return {"on_pretrain_routine_start": [keep_workers]}
+
+
 def configure_ultralytics() -> None:
     from ultralytics.utils import SETTINGS
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.auto_freeze import AUTO, AutoFreeze, resolve_auto_freeze
 from sweep.checkpoints import DEMO, checkpoint_identity, model_yaml_of, resolve_checkpoint
 from sweep.console import ultralytics_quiet
 from sweep.dataset_checks import check_dataset_files
@@ -27,9 +28,11 @@ from sweep.freeze import (
     resolve_freeze,
 )
 from sweep.schedule import FreezeSchedule, check_single_device, resolve_schedule, value_label
-from sweep.training import resolve_cpu_threads
+from sweep.training import resolve_cpu_threads, resolve_cpu_workers
 
 POSITIVE_TRAIN_KEYS = ("epochs", "imgsz")
+CPU_DEVICES = ("cpu", "mps")  # where ultralytics trains without loader workers or AutoBatch
+DEFAULT_CPU_BATCH = 16  # what AutoBatch gives on them (ultralytics' default `batch`)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class VariantSpec:
     train_args: dict = field(default_factory=dict)  # ultralytics train kwargs, device resolved
     schedule: FreezeSchedule | None = None  # freeze first, unfreeze later; None: `freeze` throughout
     cpu_threads: int | None = None  # torch threads on CPU (speed only: not part of the identity)
+    auto_freeze: AutoFreeze | None = None  # freeze=auto: its rule; freeze_layers is where it starts
+    cpu_workers: bool = False  # loader processes on CPU too (speed only)
 
     @property
     def switches(self) -> bool:
@@ -53,6 +58,8 @@ class VariantSpec:
 
     @property
     def freeze_label(self) -> str:
+        if self.auto_freeze:
+            return self.auto_freeze.label
         return self.schedule.label if self.switches else value_label(self.freeze)
 
     @property
@@ -74,6 +81,8 @@ class VariantSpec:
         }
         if self.switches:  # fixed freezing keeps the hash it always had
             identity["freeze_schedule"] = self.schedule.as_param()
+        if self.auto_freeze:
+            identity["freeze_auto"] = self.auto_freeze.as_param()
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _checkpoint_identity(self) -> str:
@@ -87,7 +96,8 @@ class VariantSpec:
 
 def build_variant(cfg: DictConfig) -> VariantSpec:
     """Validate and resolve a composed config. Raises ConfigError with one line on bad input."""
-    train_args = resolve_train_args(cfg.train)
+    cpu_workers = resolve_cpu_workers(OmegaConf.select(cfg, "sweep.cpu_workers", default=False))
+    train_args = resolve_train_args(cfg.train, cpu_workers)
     cpu_threads = resolve_cpu_threads(OmegaConf.select(cfg, "sweep.cpu_threads"))
     weights = "" if cfg.model.weights is None else str(cfg.model.weights)
     if weights == DEMO:  # built after validation, at a path known now
@@ -104,10 +114,13 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
     freeze = cfg.freeze
     if OmegaConf.is_list(freeze):  # ultralytics silently freezes nothing for a ListConfig
         freeze = OmegaConf.to_container(freeze)
-    layers = resolve_freeze(freeze, architecture)
     model = _build_model(model_yaml, data.nc)
+    check_imgsz(train_args["imgsz"], model)
     epochs = train_args["epochs"]
-    schedule = resolve_schedule(freeze, cfg.unfreeze_epoch, cfg.freeze_schedule, architecture, epochs, model)
+    auto = _auto_freeze(cfg, architecture, epochs, model, train_args["device"]) if freeze == AUTO else None
+    start = auto.start if auto else freeze
+    layers = resolve_freeze(start, architecture)
+    schedule = resolve_schedule(start, cfg.unfreeze_epoch, cfg.freeze_schedule, architecture, epochs, model)
     check_single_device(schedule, train_args["device"])
     if schedule is not None:
         layers = list(schedule.first_layers)  # what ultralytics' own `freeze=` gets
@@ -126,11 +139,24 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
         train_args=train_args,
         schedule=schedule,
         cpu_threads=cpu_threads,
+        auto_freeze=auto,
+        cpu_workers=cpu_workers,
     )
 
 
-def resolve_train_args(train_cfg: DictConfig) -> dict:
-    """The ultralytics train arguments, checked as the trainer would check them, device resolved."""
+def _auto_freeze(cfg: DictConfig, architecture: Architecture, epochs: int, model, device: str) -> AutoFreeze:
+    for key in ("unfreeze_epoch", "freeze_schedule"):
+        if cfg[key] is not None:
+            raise ConfigError(
+                f"freeze=auto with {key} set: auto decides when layers freeze (set where it starts with "
+                "freeze_auto.start); use one of the two"
+            )
+    return resolve_auto_freeze(cfg.freeze_auto, architecture, epochs, model, device)
+
+
+def resolve_train_args(train_cfg: DictConfig, cpu_workers: bool = False) -> dict:
+    """The ultralytics train arguments, checked as the trainer would check them, device resolved;
+    `cpu_workers` (`sweep.cpu_workers`) keeps `workers` on CPU, where the sweep puts it back."""
     args = OmegaConf.to_container(train_cfg, resolve=True)
     for key in POSITIVE_TRAIN_KEYS:
         value = args[key]
@@ -141,7 +167,40 @@ def resolve_train_args(train_cfg: DictConfig) -> dict:
     check_optimizer(args["optimizer"])
     args["device"] = resolve_device(args["device"])
     check_device(args["device"])
-    return args
+    return as_the_trainer_runs(args, cpu_workers)
+
+
+def as_the_trainer_runs(args: dict, cpu_workers: bool = False) -> dict:
+    """The values the trainer would change without a word, refused or recorded as it will use them.
+
+    On CPU (and Apple's MPS) ultralytics' trainer sets `workers=0` and AutoBatch falls back to a
+    batch of 16 (engine/trainer.py, utils/autobatch.py): `workers` is recorded as 0 (it is no
+    part of the config hash) unless `sweep.cpu_workers` puts them back, an AutoBatch request is refused.
+    """
+    if args["device"] not in CPU_DEVICES:
+        return args
+    batch = args["batch"]
+    if isinstance(batch, float) or batch == -1:
+        raise ConfigError(
+            f"train.batch={batch!r}: AutoBatch needs a CUDA GPU; on train.device={args['device']} ultralytics would "
+            f"train with batch {DEFAULT_CPU_BATCH}: give a batch size"
+        )
+    return args if cpu_workers else {**args, "workers": 0}
+
+
+def check_imgsz(imgsz: int, model) -> None:
+    """ultralytics rounds `imgsz` up to a multiple of the model's largest stride (at least 32), with
+    its own `check_imgsz`: a value it would change is refused, naming the one it would use."""
+    from ultralytics.utils.checks import check_imgsz as trainer_imgsz
+
+    stride = max(int(model.stride.max()), 32)
+    with ultralytics_quiet():
+        used = trainer_imgsz(imgsz, stride=stride, floor=stride, max_dim=1)
+    if used != imgsz:
+        raise ConfigError(
+            f"train.imgsz={imgsz}: ultralytics would train at {used} (a multiple of the model's stride {stride}); "
+            f"use train.imgsz={used}"
+        )
 
 
 def check_batch(batch: object) -> None:

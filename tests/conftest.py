@@ -25,26 +25,8 @@ pytest_plugins = ["tests.services"]  # fixtures tracking_server, slurm_cluster (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tiny but real: the demo base is pretrained for 1 epoch, every variant trains 2 epochs at 64 px.
-TINY = [
-    "model.pretrain.train.epochs=1",
-    "model.pretrain.train.imgsz=64",
-    "model.pretrain.train.batch=8",
-    "model.pretrain.train.workers=0",
-    "model.pretrain.data.n_train=16",
-    "model.pretrain.data.n_val=8",
-    "model.pretrain.data.imgsz=64",
-    "data.n_train=16",
-    "data.n_val=8",
-    "data.imgsz=64",
-    "train.epochs=2",
-    "train.imgsz=64",
-    "train.batch=8",
-    "train.workers=0",
-    "train.device=cpu",
-    "tracking.gpu_sample_interval_s=0.5",
-    "tracking.system_metrics_interval_s=1",
-]
+# Tiny but real (conf/experiment/tiny.yaml): a 1-epoch demo base, 2 epochs per variant at 64 px.
+TINY = ["experiment=tiny"]
 
 
 def compose_config(root: Path, overrides: list[str], shrink: bool = True) -> DictConfig:

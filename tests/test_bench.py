@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import rows
+from bench.bench_auto import goal, over_seeds, summarize
 from bench.bench_freezing import ideal_speedup, layer_flops, steady
 from bench.bench_overhead import measure, yolo_command, yolo_value
 
@@ -101,3 +102,31 @@ def test_rows_show_medians_ranges_goals_and_nested_levels() -> None:
         ("yolov8n: none: images/s", "123", ""),
         ("goals met", "True", ""),
     ]
+
+
+def seeds(variant: str, maps: list[float], times: list[float]) -> list[dict]:
+    return [
+        {"variant": variant, "seed": seed, "mAP50-95": m, "train_time_s": t, "chosen": None}
+        for seed, (m, t) in enumerate(zip(maps, times, strict=True))
+    ]
+
+
+def test_over_seeds_adds_mean_and_sample_std_to_the_spread() -> None:
+    assert over_seeds([1.0, 2.0, 6.0]) == {
+        "min": 1.0,
+        "median": 2.0,
+        "max": 6.0,
+        "runs": 3,
+        "mean": 3.0,
+        "std": pytest.approx(2.6458, abs=1e-4),
+    }
+    assert over_seeds([0.5])["std"] is None
+
+
+def test_the_auto_goal_needs_none_s_accuracy_and_three_quarters_of_its_time() -> None:
+    none = seeds("none", [0.80, 0.82, 0.78], [30.0, 32.0, 34.0])
+    assert goal(summarize(none + seeds("auto", [0.79, 0.80, 0.78], [22.0, 24.0, 23.0])))["met"]
+    slow = goal(summarize(none + seeds("auto", [0.80, 0.80, 0.80], [25.0, 25.0, 25.0])))  # 25 / 32 = 0.78
+    assert slow["mAP50-95 auto - none"]["met"] and not slow["train time auto / none"]["met"] and not slow["met"]
+    worse = goal(summarize(none + seeds("auto", [0.78, 0.79, 0.785], [20.0, 20.0, 20.0])))  # 0.785: 0.015 below
+    assert worse["mAP50-95 auto - none"]["value"] == pytest.approx(-0.015) and not worse["met"]

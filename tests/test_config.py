@@ -47,7 +47,14 @@ def test_every_experiment_composes_into_ultralytics_arguments(experiment: str, t
     for key, value in (experiment_yaml.get("train") or {}).items():
         assert args[key] == value, key
     untouched = set(args) - set(experiment_yaml.get("train") or {})
-    assert {k: args[k] for k in untouched} == {k: train_defaults()[k] for k in untouched}
+    base = train_args(chosen_groups(experiment_yaml), tmp_path)  # its model and data without the experiment
+    assert {k: args[k] for k in untouched} == {k: base[k] for k in untouched}
+
+
+def chosen_groups(experiment_yaml) -> list[str]:
+    """`override /model: yolov5m` in an experiment's defaults as the override `model=yolov5m`."""
+    entries = [e for e in experiment_yaml.get("defaults") or [] if not isinstance(e, str)]
+    return [f"{key.removeprefix('override /')}={value}" for e in entries for key, value in e.items()]
 
 
 def test_a_real_model_trains_with_ultralytics_defaults_plus_the_users_overrides(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from sweep.checkpoints import output_dir_for, record_config_hash
 from sweep.signals import Interrupted, exit_code
 from sweep.tracking import lifecycle, names
-from sweep.tracking.credentials import redact, scrub_argv, without_credentials
+from sweep.tracking.credentials import install_log_redaction, redact, scrub_argv, scrub_environment, without_credentials
 from sweep.tracking.store import open_experiment
 
 HASH = "abc123"
@@ -55,6 +57,9 @@ def test_of_racing_workers_exactly_one_claims_the_variant(tmp_path: Path) -> Non
     assert {run_id for outcome, run_id in outcomes if outcome == "held"} == {trained}  # they name the holder
     runs = client.search_runs([experiment_id], f"tags.{names.CONFIG_HASH} = '{HASH}'")
     assert [r.info.run_id for r in runs] == [trained]  # withdrawn claims are deleted, not left behind
+    withdrawn = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert all(r.info.status == "KILLED" for r in withdrawn)  # not RUNNING for ever (when the race had any)
+    assert all(r.data.tags[names.CLOSED_REASON].startswith("claim withdrawn") for r in withdrawn)
 
 
 @pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
@@ -143,8 +148,9 @@ def test_a_heartbeat_keeps_a_run_alive_and_reopens_it_if_closed_as_stale(tmp_pat
 
 
 def test_credentials_are_moved_out_of_the_uri_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # set first: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     assert without_credentials("http://alice:s3cret@127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
     assert scrub_argv(["-m", "tracking.uri=https://bob:pw@host/mlflow", "freeze=none"]) == [
@@ -161,3 +167,90 @@ def test_credentials_are_moved_out_of_the_uri_and_redacted(monkeypatch: pytest.M
 def test_signal_names_the_exit_code() -> None:
     assert exit_code(Interrupted(signal.SIGTERM)) == 143
     assert exit_code(Interrupted(signal.SIGINT)) == 130
+
+
+def test_a_checkpoint_is_resumed_only_by_a_run_of_its_own_config(tmp_path: Path) -> None:
+    import torch
+
+    client, experiment_id, _ = store(tmp_path)
+    save_dir = tmp_path / "0" / "train"
+    (save_dir / "weights").mkdir(parents=True)
+    torch.save({"optimizer": {"state": {}}, "epoch": 1}, save_dir / "weights" / "last.pt")
+    run = client.create_run(
+        experiment_id, tags={names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH, names.OUTPUT_DIR: str(save_dir)}
+    )
+    run = client.get_run(run.info.run_id)
+    assert lifecycle.resume_point(run) is None  # no record of the config that wrote it
+    record_config_hash(save_dir, "another-config")
+    assert lifecycle.resume_point(run) is None
+    record_config_hash(save_dir, HASH)
+    assert lifecycle.resume_point(run) == (save_dir / "weights" / "last.pt", 2)
+    # the claim resumes it: the interruption's error goes, the fresh run it made is ended, then deleted
+    client.set_tag(run.info.run_id, names.ERROR, "Interrupted: SIGTERM")
+    client.set_terminated(run.info.run_id, "KILLED")
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH, names.OUTPUT_DIR: str(save_dir)}
+    claim = lifecycle.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    assert (claim.outcome, claim.run.info.run_id, claim.resume_epoch) == ("train", run.info.run_id, 2)
+    assert names.ERROR not in client.get_run(run.info.run_id).data.tags
+    (replaced,) = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert replaced.info.status == "KILLED"
+    assert replaced.data.tags[names.CLOSED_REASON] == f"replaced by the resumed run {run.info.run_id}"
+    assert replaced.data.tags[names.SUPERSEDED_BY] == run.info.run_id  # never taken for a leftover meanwhile
+    # another config re-run in the same job folder trains beside it, never over its last.pt
+    assert output_dir_for(save_dir.parent, HASH) == save_dir
+    assert output_dir_for(save_dir.parent, "another-config") == save_dir.parent / "train-another-config"
+
+
+def test_a_missing_or_half_written_variant_json_is_a_failed_job_not_a_crash(tmp_path: Path) -> None:
+    for job in ("0", "1", "2"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+    lifecycle.write_status(tmp_path / "0", {"name": "v0", "status": "FINISHED"})
+    (tmp_path / "1" / lifecycle.STATUS_FILE).write_text('{"name": "v1", "sta')  # cut short by a full disk
+    statuses = lifecycle.read_statuses(tmp_path, n_jobs=4)
+    assert [s["status"] for s in statuses] == ["FINISHED", "FAILED", "FAILED", "FAILED"]
+    assert "unreadable (JSONDecodeError)" in statuses[1]["error"]
+    assert statuses[2]["error"].startswith(f"no {tmp_path / '2' / lifecycle.STATUS_FILE}")
+    assert statuses[3]["error"] == "the job left no folder in the sweep"
+    assert not list(tmp_path.glob("*/.variant.json.*"))  # no temporary file left behind
+
+
+def test_slurms_time_limit_signal_is_named_in_the_interruption() -> None:
+    """submitit takes SIGUSR2 in a SLURM job and requeues, which sends SIGTERM: the reason says both."""
+    script = (
+        "import os, signal\n"
+        "from sweep.signals import install_signal_handlers\n"
+        "signal.signal(signal.SIGUSR2, lambda *a: print('submitit handled it'))\n"
+        "install_signal_handlers()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "except KeyboardInterrupt as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == ["submitit handled it", "SIGTERM after SIGUSR2 (SLURM's time-limit warning)"]
+
+
+def test_redact_hides_every_form_a_credential_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # set first: undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert redact("http://h:1/?token=t0k3n&x=1&api_key=k3y") == "http://h:1/?token=***&x=1&api_key=***"
+    # a quoted override keeps its quotes, loses its credentials (and Hydra's launch line with it)
+    assert scrub_argv(["tracking.uri='http://carol:pa55word@h:1'"]) == ["tracking.uri='http://h:1'"]
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pa55word"
+    assert redact("a bare pa55word in an error") == "a bare *** in an error"  # a known secret, in any form
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://dave:other-pw@h:2")
+    scrub_environment()  # `${oc.env:MLFLOW_TRACKING_URI}` then resolves to a clean URI
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://h:2"
+
+
+def test_every_log_record_is_redacted(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.getLogRecordFactory())  # restored afterwards
+    install_log_redaction()
+    logging.getLogger("hydra._internal.core_plugins.basic_launcher").warning(
+        "\t#%d : %s", 0, "tracking.uri=http://eve:s3cr3t@h:1/?token=abc"
+    )
+    assert caplog.records[-1].getMessage() == "\t#0 : tracking.uri=http://eve:***@h:1/?token=***"

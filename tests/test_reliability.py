@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -134,6 +135,11 @@ def first_label(dataset: Path) -> Path:
             "00003.png: corrupt image, not a format PIL reads",
         ),
         (lambda d: [p.unlink() for p in (d / "images" / "val").glob("*.png")], "the val split has no images"),
+        (
+            lambda d: [p.write_text("") for p in (d / "labels" / "train").glob("*.txt")],
+            "the train split has 16 images but no labelled box (every label file is empty or missing",
+        ),
+        (lambda d: shutil.rmtree(d / "labels" / "val"), "the val split has 8 images but no labelled box"),
         (lambda d: (d / "data.yaml").write_text("train: images/train\nnames: [a, b]\n"), "'val:' key missing"),
         (lambda d: (d / "data.yaml").write_text("train: [unclosed\n"), "data.yaml="),
         (lambda d: (d / "data.yaml").unlink(), "data.yaml="),
@@ -145,6 +151,8 @@ def first_label(dataset: Path) -> Path:
         "not-numbers",
         "corrupt-image",
         "empty-split",
+        "all-labels-empty",
+        "all-labels-missing",
         "no-val-key",
         "malformed-yaml",
         "missing-yaml",
@@ -291,6 +299,11 @@ def test_a_signal_ends_the_runs_killed_within_seconds_and_the_rerun_resumes(
     (variant,) = [r for r in variant_runs(second.tracking_uri) if r.info.status == "FINISHED"]
     steps = [m.step for m in client.get_metric_history(variant.info.run_id, "mAP50")]
     assert steps == list(range(1, EPOCHS + 1))
+    # issue 22.8: the interruption is history (resumed_after), not the finished run's error; the
+    # resumed epoch's time is its own, not the restart's
+    assert names.ERROR not in variant.data.tags and signum.name in variant.data.tags[names.RESUMED_AFTER]
+    times = [m.value for m in client.get_metric_history(variant.info.run_id, names.EPOCH_TIME)]
+    assert max(times) < 4 * statistics.median(times), times
 
 
 @pytest.mark.slow

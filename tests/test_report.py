@@ -36,8 +36,9 @@ from sweep.report.table import summarize
 from sweep.report.write import make_report
 from sweep.tracking import names
 from sweep.tracking.lifecycle import SweepInfo
-from sweep.tracking.store import open_experiment
-from sweep.tracking.sweeps import connect, find_sweeps
+from sweep.tracking.store import connect, open_experiment
+from sweep.tracking.sweeps import find_sweeps
+from tests.background_sweep import BackgroundSweep
 from tests.conftest import Sweep, run_cli
 
 PNGS = ("against_freeze.png", "accuracy_vs_time.png", "map_curves.png", "resources.png")
@@ -194,6 +195,7 @@ def add_variant(
     for epoch in range(1, done + 1):
         values = {MAP50: best * epoch / epochs + 0.2, MAP50_95: best * epoch / epochs}
         values[names.EPOCH_TIME] = train_time / epochs
+        values.update({names.CPU_SHARE: 95.0, names.LOAD_PER_CORE: 1.0})  # an idle machine's (machine_load)
         metrics += [Metric(k, v, 0, epoch) for k, v in values.items()]
     series = (names.GPU_MEMORY, names.GPU_UTIL) if gpu else (names.CPU_RSS, names.CPU_UTIL)
     metrics += [Metric(k, 100.0 + second, 0, second) for second in range(5) for k in series]
@@ -419,21 +421,27 @@ def test_the_cheapest_variant_within_a_point_of_the_best_is_recommended_and_summ
     run = client.get_run(parent)
     assert run.data.tags["sweep.recommended"] == "yolov8n freeze=10"
     assert run.data.tags["mlflow.note.content"].count("**Recommendation:**") == 1
-    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"
-    assert run.data.params["model"] == "yolov8n" and run.data.params["train.epochs"] == "3"
-    history = client.get_metric_history(parent, "sweep/best_mAP50-95")
+    assert run.data.params == {}  # the sweep writes its params once, at its start; a report writes none
+    assert run.data.metrics["sweep/best_mAP50-95"] == 0.5  # the verdict's best, not the last level's
+    assert run.data.metrics["sweep/recommended_mAP50-95"] == 0.495
+    assert run.data.metrics["sweep/recommended_speedup"] == pytest.approx(100 / 60)
+    history = client.get_metric_history(parent, "by_frozen_layers/mAP50-95")
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (10, 0.495), (22, 0.4)]
     children = [client.get_run(run_id) for run_id in table["run_ids"]]
     assert len({c.data.tags["mlflow.runColor"] for c in children}) == 3
     assert [c.data.metrics[names.P_FROZEN_LAYERS] for c in children] == [0, 10, 22]  # sortable in the UI
+    assert [c.data.tags[names.VIEW_VERDICT] for c in children] == ["pareto front", "★ recommended", "pareto front"]
+    assert [c.data.tags[names.VIEW_DELTA] for c in children] == ["+0.000", "-0.005", "-0.100"]
+    assert [c.data.tags[names.VIEW_SPEEDUP] for c in children] == ["1.00x", "1.67x", "2.50x"]
+    assert children[1].data.metrics[names.DELTA_VS_UNFROZEN] == pytest.approx(-0.005)  # exact beside the text
 
     add_variant(client, exp, parent, 5, best=0.6, train_time=50.0)  # a later refresh: the verdict moves
-    refreshed = make_report(client, sweeps, tmp_path)
+    make_report(client, sweeps, tmp_path)
     run = client.get_run(parent)
     assert run.data.tags["sweep.recommended"] == "yolov8n freeze=5"
-    assert run.data.params["sweep.swept"] == "freeze: 0, 10, 22"  # params cannot change: kept, and said
-    assert any("param sweep.swept kept" in w for w in refreshed.warnings)
-    assert len(client.get_metric_history(parent, "sweep/best_mAP50-95")) == 4  # same points re-logged once
+    assert run.data.metrics["sweep/best_mAP50-95"] == 0.6 and run.data.metrics["sweep/recommended_mAP50-95"] == 0.6
+    assert len(client.get_metric_history(parent, "by_frozen_layers/mAP50-95")) == 4  # same points re-logged once
+    assert client.get_run(children[1].info.run_id).data.tags[names.VIEW_VERDICT] == ""  # no longer recommended
 
 
 def test_replicates_set_the_tolerance_and_parallel_or_starved_timings_are_flagged(store: str, tmp_path: Path) -> None:
@@ -515,3 +523,18 @@ def test_a_legend_right_of_the_axes_fits_in_the_png_without_moving_the_axes(labe
     assert fig.get_figwidth() > width_before
     for ax, old in zip(axes, before, strict=True):
         assert inches(ax) == pytest.approx(old, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_report_during_the_sweep_leaves_the_parent_params_to_the_sweep(cache_root: Path, tmp_path: Path) -> None:
+    """MLflow params are write-once: a report while variants still train must not fix them at its partial view."""
+    sweep = BackgroundSweep(tmp_path, cache_root, ["freeze=none,backbone,all_but_head"], name="during")
+    sweep.wait_for(lambda: sweep.job_done(0))
+    during = run_cli(["--tracking-uri", sweep.tracking_uri], tmp_path, module="sweep.report")
+    assert during.returncode == 0, during.stderr
+    assert "**Swept:** freeze: none" in during.stdout and not sweep.job_done(2)  # it saw part of the sweep
+    sweep.finish()
+    parent = MlflowClient(sweep.tracking_uri).get_run(SweepInfo.read(sweep.sweep_dir).parent_run_id)
+    assert parent.data.params["sweep.swept"] == "freeze: none, backbone, all_but_head"
+    assert parent.data.params["model"] == "yolov8n-demo" and parent.data.params["train.epochs"] == "2"
+    assert parent.data.tags["sweep.recommended"] in parent.data.tags["mlflow.note.content"]

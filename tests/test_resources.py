@@ -19,6 +19,7 @@ import torch
 
 from sweep.tracking import names
 from sweep.tracking.resources import ResourceMonitor, gpu_indices, nvml_index
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -127,6 +128,7 @@ def fake_torch_cuda(monkeypatch: pytest.MonkeyPatch, peak_mb: float = 512, reser
     """torch's per-process counters on a machine without CUDA; returns the resets called."""
     resets: list[str] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # the variant has trained on it
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: resets.append("empty_cache"))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(f"peaks {device}"))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: peak_mb * 2**20)
@@ -323,3 +325,51 @@ def test_cpu_utilisation_counts_child_processes() -> None:
         busy.wait()
     assert child_pct > 10  # the child got CPU at all; alone, this process sleeps at ~0%
     assert max(monitor.cpu_util) > child_pct / 2
+
+
+# A fresh interpreter per state: CUDA's and NVML's state are per process, and set once.
+MONITOR_IN_STATE = """
+import json, sys, time
+{state}
+from sweep.tracking.resources import ResourceMonitor
+samples = []
+with ResourceMonitor("0", interval_s=0.2, sink=lambda metrics, step: samples.append(metrics)) as monitor:
+    time.sleep(1.0)
+print(json.dumps({{"summary": monitor.summary(), "samples": samples}}))
+"""
+# Only what this machine lacks is faked: a GPU torch can see.
+TORCH_SEES_A_GPU = "import torch; torch.cuda.is_available = lambda: True; torch.cuda.device_count = lambda: 1"
+NVML_INIT_FAILS = (
+    "import pynvml\n"
+    "def no_driver(*args, **kwargs): raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)\n"
+    "pynvml.nvmlInit = no_driver"
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "env"),
+    [
+        pytest.param(TORCH_SEES_A_GPU, {}, id="cuda-not-initialised"),
+        pytest.param("", {"CUDA_VISIBLE_DEVICES": ""}, id="cuda-unavailable"),
+        pytest.param("sys.modules['pynvml'] = None", {}, id="nvml-not-installed"),
+        pytest.param(f"{TORCH_SEES_A_GPU}\n{NVML_INIT_FAILS}", {}, id="nvml-init-fails"),
+    ],
+)
+def test_a_gpu_monitor_starts_in_any_process_state(state: str, env: dict) -> None:
+    """On a GPU, a monitor started before CUDA was initialised in its process raised "Invalid device
+    argument" from torch's peak reset and failed the job: CPU figures go on, GPU figures stay absent."""
+    result = subprocess.run(
+        [sys.executable, "-c", MONITOR_IN_STATE.format(state=state)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]  # nor in the sampler's thread
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["samples"] and all(names.CPU_RSS in sample for sample in found["samples"])
+    assert not any(key.startswith("gpu") for sample in found["samples"] for key in sample)
+    assert names.CPU_PEAK_RSS in found["summary"]
+    assert names.GPU_PEAK_ALLOCATED not in found["summary"] and names.GPU_UTIL_MEAN not in found["summary"]

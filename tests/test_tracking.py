@@ -30,7 +30,7 @@ def test_one_parent_three_children_and_no_stray_experiment(tiny_sweep: Sweep) ->
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[names.SWEEP_ID] == "tiny"
-    assert "train.epochs=2" in parent.data.tags[names.OVERRIDES]
+    assert "experiment=tiny" in parent.data.tags[names.OVERRIDES]
     assert parent.data.tags["versions.ultralytics"][0].isdigit()
     assert all(c.data.tags[names.PARENT_RUN_ID] == parent.info.run_id for c in children)
     assert [c.info.run_name for c in children] == [

@@ -1,13 +1,13 @@
-"""What a user sees: the tiny sweep's store in the real MLflow UI, in headless Chromium.
+"""What a user sees: a store with two tiny sweeps in the real MLflow UI, in headless Chromium at 1366x768.
 
 `freeze-sweep-ui` is started as a user starts it; the page it prints is opened in Debian's Chromium,
 driven by Playwright (`executable_path=/usr/bin/chromium`: Playwright's own browser download does
-not work offline). Screenshots go to the test's tmp folder, and also to $FREEZE_SWEEP_SHOTS when set.
+not work offline), in a fresh browser profile as a newcomer's. Screenshots go to the test's tmp
+folder, and also to $FREEZE_SWEEP_SHOTS when set.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +23,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.report.parent import NOTE, RECOMMENDED, RUN_COLOR
+from sweep.report.parent import RECOMMENDED, RECOMMENDED_RUNS
 from sweep.tracking import names
 from sweep.tracking.lifecycle import SweepInfo
-from tests.conftest import ROOT, Sweep
+from tests.conftest import ROOT, Sweep, run_sweep
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -51,6 +50,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PRINTED = {"runs by freeze level": "runs", "compare charts": "compare", "its summary": "summary"}
+
+
 @contextmanager
 def serve_ui(tracking_uri: str) -> Iterator[dict[str, str]]:
     """`freeze-sweep-ui` on a free loopback port; yields the addresses it printed (runs, summary)."""
@@ -59,14 +61,14 @@ def serve_ui(tracking_uri: str) -> Iterator[dict[str, str]]:
     try:
         printed: dict[str, str] = {}
         deadline = time.monotonic() + UI_START_S
-        while len(printed) < 2 and time.monotonic() < deadline:
+        while len(printed) < 3 and time.monotonic() < deadline:
             line = ui.stdout.readline()
             if not line:
                 break
-            found = re.search(r"(runs by freeze level|its summary).*?(http://\S+)", line)
+            found = re.search(r"(runs by freeze level|compare charts|its summary).*?(http://\S+)", line)
             if found:
-                printed["runs" if found[1].startswith("runs") else "summary"] = found[2]
-        assert len(printed) == 2, f"freeze-sweep-ui printed no addresses (exit {ui.poll()})"
+                printed[PRINTED[found[1]]] = found[2]
+        assert len(printed) == 3, f"freeze-sweep-ui printed no addresses (exit {ui.poll()})"
         yield printed
     finally:
         ui.terminate()  # stops the MLflow server it started, too
@@ -74,7 +76,7 @@ def serve_ui(tracking_uri: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def open_browser(width: int = 1400, height: int = 900):
+def open_browser(width: int = 1366, height: int = 768):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -96,58 +98,70 @@ def shoot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def numbers(text: str) -> list[float]:
-    return [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text)]
+@pytest.fixture(scope="module")
+def two_sweeps(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Sweep, Sweep]:
+    """Two sweeps in one store, the second with another setting (epochs), as a user makes them."""
+    root = tmp_path_factory.mktemp("two-sweeps")
+    first = run_sweep(root, cache_root, ["freeze=none,backbone"], name="first", timeout=1800)
+    second = run_sweep(root, cache_root, ["freeze=none,all_but_head", "train.epochs=3"], name="second", timeout=1800)
+    for sweep in (first, second):
+        assert sweep.result.returncode == 0, sweep.result.stdout[-3000:] + sweep.result.stderr[-3000:]
+    return first, second
 
 
-def test_the_ui_opens_on_the_runs_in_freeze_order_with_the_verdict(tiny_sweep: Sweep, tmp_path: Path) -> None:
+def test_the_ui_opens_on_the_latest_sweep_with_its_answer_in_view(
+    two_sweeps: tuple[Sweep, Sweep], tmp_path: Path
+) -> None:
     assert Path(CHROMIUM).is_file(), "needs Debian's chromium: apt-get install -y chromium"
-    client = MlflowClient(tiny_sweep.tracking_uri)
-    parent_id = SweepInfo.read(tiny_sweep.sweep_dir).parent_run_id
-    parent = client.get_run(parent_id)
-    table = pd.read_csv(tiny_sweep.sweep_dir / "report" / "report.csv")  # rows in freeze order
-    children = [client.get_run(run_id) for run_id in table["run_ids"]]
-    assert [c.data.tags[names.PARENT_RUN_ID] for c in children] == [parent_id] * 3
-    assert len({c.data.tags[RUN_COLOR] for c in children}) == 3  # one colour each, as in the report's plots
+    first, second = two_sweeps
+    client = MlflowClient(second.tracking_uri)
+    parent = client.get_run(SweepInfo.read(second.sweep_dir).parent_run_id)
+    older = client.get_run(SweepInfo.read(first.sweep_dir).parent_run_id)
+    table = pd.read_csv(second.sweep_dir / "report" / "report.csv")  # rows in freeze order
+    recommended = parent.data.tags[RECOMMENDED_RUNS].split(",")
+    best = table[table["label"] == parent.data.tags[RECOMMENDED]].iloc[0]
+    assert parent.data.metrics["sweep/best_mAP50-95"] == pytest.approx(table["mAP50-95"].max())  # one truth
+    assert parent.data.metrics["sweep/recommended_mAP50-95"] == pytest.approx(best["mAP50-95"])
+    # Sweeps apart: the second sweep's variants say what sets them apart (epochs), the first's keep their names.
+    for run_id in table["run_ids"].str.split(",").explode():
+        assert client.get_run(run_id).info.run_name.endswith(" · epochs 3")
+    first_names = [
+        r.info.run_name
+        for r in client.search_runs([older.info.experiment_id], f"tags.`{names.SWEEP_ID}` = '{first.sweep_dir.name}'")
+    ]
+    assert first_names and not any("epochs" in n for n in first_names)
 
-    with serve_ui(tiny_sweep.tracking_uri) as urls, open_browser() as page:
+    with serve_ui(second.tracking_uri) as urls, open_browser() as page:
         page.goto(urls["runs"])
-        names_in_order = [c.info.run_name for c in children] + [parent.info.run_name]
-        for name in names_in_order:
-            page.get_by_text(name, exact=True).first.wait_for()
-        page.get_by_text("best/mAP50", exact=True).first.wait_for()
+        page.get_by_text(parent.info.run_name, exact=True).first.wait_for()
+        page.get_by_text(names.RECOMMENDED_MARK).first.wait_for()
         shoot(page, tmp_path, "runs")
-        assert "Overview" not in page.locator("main, body").first.inner_text()[:200]
-        # The grid draws each row in parts (pinned name, scrolling metrics) that share a row-index.
-        positions = [
-            int(page.locator("[role='row']", has_text=name).first.get_attribute("row-index")) for name in names_in_order
-        ]
-        assert positions == [0, 1, 2, 3]  # children by frozen layers, then the parent (no frozen_layers)
-        for position, child in zip(positions, children, strict=False):
-            parts = page.locator(f"[role='row'][row-index='{position}']").all_inner_texts()
-            values = numbers(" ".join(p.replace(child.info.run_name, "") for p in parts))
-            assert any(abs(n - child.data.metrics[names.BEST["mAP50"]]) < 1e-3 for n in values)
+        assert page.get_by_text(older.info.run_name, exact=True).count() == 0  # only the latest sweep
+        assert page.get_by_text(f"{len(table) + 1} matching runs").count() == 1  # its variants and parent
+        assert page.locator("[role='dialog'], [data-component-id*='assistant.chat_panel']").count() == 0
+        assert page.get_by_text("You're viewing a shared view").count() == 0
+        for header in ("freeze", names.VIEW_MAP, names.VIEW_DELTA, names.VIEW_SPEEDUP, names.VIEW_TRAIN_TIME):
+            box = page.locator("[role='columnheader']", has_text=header).first.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] / 2 <= 1366, f"column {header} out of view"
+        marked = page.locator("[role='row']", has_text=names.RECOMMENDED_MARK).first.get_attribute("row-index")
+        name_part = page.locator(f"[role='row'][row-index='{marked}']").all_inner_texts()
+        assert client.get_run(recommended[0]).info.run_name in " ".join(name_part)
+
+        page.goto(urls["compare"])
+        page.get_by_text("matching runs").first.wait_for()
+        assert "compareRunsMode=CHART" in page.url and "workflowType=machine_learning" in page.url
+        shoot(page, tmp_path, "compare")
 
         page.goto(urls["summary"])
-        recommended = parent.data.tags[RECOMMENDED]
         page.get_by_text("Recommendation:").first.wait_for()
         description = page.get_by_text("Recommendation:").first.locator("xpath=..").inner_text()
-        assert recommended in description
+        assert parent.data.tags[RECOMMENDED] in description
         shoot(page, tmp_path, "parent")
 
-        base = urls["runs"].split("/#/")[0]
-        artifact_url = f"{base}/get-artifact?path=report/report.html&run_uuid={parent_id}"
-        with urllib.request.urlopen(artifact_url, timeout=60) as response:
-            report_html = response.read().decode()
-        assert "Recommendation:" in report_html and recommended in report_html
-        page.goto(urls["summary"].replace("?", "/artifacts/report/report.html?", 1))
-        page.get_by_text("report.html").first.wait_for()
-        shoot(page, tmp_path, "artifacts")
-
-    (tmp_path / "report.html").write_text(report_html)
-    with open_browser(width=1024, height=800) as page:
-        page.goto((tmp_path / "report.html").as_uri())
-        assert page.evaluate("document.documentElement.scrollWidth") <= 1024  # no sideways scrolling
-        shoot(page, tmp_path, "report")
-    assert json.loads(client.get_experiment(parent.info.experiment_id).tags["mlflow.sharedViewState.freeze-sweep-runs"])
-    assert parent.data.tags[NOTE].startswith("## freeze-sweep report")
+    report_html = (second.sweep_dir / "report" / "report.html").as_uri()
+    with open_browser(width=390, height=844) as page:
+        page.goto(report_html)
+        table_width = page.evaluate("document.querySelector('table').scrollWidth")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 < table_width  # the table scrolls alone
+        assert page.evaluate("document.querySelector('meta[name=viewport]') !== null")
+        shoot(page, tmp_path, "report_phone")

@@ -43,6 +43,14 @@ def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> Non
         (["model.weights=/nowhere/best.pt"], "model.weights=/nowhere/best.pt: no such file"),
         (["model.weights=yolov8s.pt"], "checkpoint yolov8s.pt is not on disk and there is no internet"),
         (["data.yaml=/nowhere/data.yaml"], "data.yaml=/nowhere/data.yaml (/nowhere/data.yaml)"),
+        # values ultralytics would change without a word: refused, naming what it would use
+        (["train.imgsz=7"], "train.imgsz=7: ultralytics would train at 32 (a multiple of the model's stride 32)"),
+        (["train.imgsz=100"], "train.imgsz=100: ultralytics would train at 128"),
+        (
+            ["train.batch=-1"],
+            "train.batch=-1: AutoBatch needs a CUDA GPU; on train.device=cpu ultralytics would train with batch 16",
+        ),
+        (["train.batch=0.5"], "train.batch=0.5: AutoBatch needs a CUDA GPU"),
     ],
 )
 def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], message: str) -> None:
@@ -50,6 +58,27 @@ def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], mes
         build_variant(compose_config(cache_root, overrides))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_what_the_trainer_changes_silently_is_recorded_as_it_trains(cache_root: Path) -> None:
+    """On CPU ultralytics' trainer sets workers=0 (engine/trainer.py): the record says 0, not the 2 asked."""
+    from ultralytics.utils.checks import check_imgsz
+
+    spec = build_variant(compose_config(cache_root, ["train.workers=2", "train.imgsz=96"]))
+    assert spec.train_args["workers"] == 0
+    assert spec.train_args["imgsz"] == check_imgsz(96, stride=32, floor=32, max_dim=1) == 96  # kept: the trainer's own
+
+
+def test_a_text_file_as_weights_is_refused_in_exactly_one_line(tmp_path: Path) -> None:
+    weights = tmp_path / "best.pt"
+    weights.write_text("not a checkpoint\n")
+    result = run_cli([f"model.weights={weights}", *TINY], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(
+        f"freeze-sweep: error: model.weights={weights}: not a readable ultralytics checkpoint"
+    )
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
 def test_a_dataset_that_is_not_on_disk_offline_is_one_clear_line(cache_root: Path) -> None:

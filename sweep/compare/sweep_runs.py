@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sweep.compare.checkpoints import CompareError
 from sweep.tracking import names
-from sweep.tracking.sweeps import connect, find_sweeps, variant_runs
+from sweep.tracking.store import connect
+from sweep.tracking.sweeps import find_sweeps, variant_runs
 
 ARTIFACT_DIR = "compare"  # where the comparison goes in the parent run
 

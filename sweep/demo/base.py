@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.checkpoints import file_sha256
 from sweep.console import ultralytics_output_to
 from sweep.demo.data import DemoDataSpec, ensure_dataset
+from sweep.tracking import names
 from sweep.training import cpu_threads_callbacks, train
 
 log = logging.getLogger(__name__)
@@ -75,17 +76,19 @@ def _build(model_cfg: DictConfig, cache_dir: Path, folder: Path, device: str, cp
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     log.info(
-        "Pretraining the demo base (%s, %d epochs on the source task; log: %s); cached for later sweeps",
+        "Pretraining the demo base (%s, %d epochs on the source task; log: %s, kept in %s once done); "
+        "cached for later sweeps",
         model_cfg.arch,
         args["epochs"],
-        folder / "pretrain.log",
+        building / "pretrain.log",
+        folder,
     )
     with ultralytics_output_to(building / "pretrain.log", verbose=False):
         threads = cpu_threads_callbacks(cpu_threads, device)
         result = train(model_cfg.arch, data, building, freeze=[], args={**args, "device": device}, callbacks=threads)
     best = building / "weights" / "best.pt"
     (building / MANIFEST).write_text(json.dumps({"sha256": file_sha256(best), "key": folder.name}, indent=2))
-    log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get("metrics/mAP50(B)", float("nan")))
+    log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get(names.UL_MAP50, float("nan")))
     building.rename(folder)
 
 

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sweep.report.verdict import check_tolerance
     from sweep.report.write import make_report
     from sweep.tracking.lifecycle import close_stale_runs
-    from sweep.tracking.store import default_tracking_uri, first_line
-    from sweep.tracking.sweeps import connect, find_sweeps
+    from sweep.tracking.store import connect, default_tracking_uri, first_line
+    from sweep.tracking.sweeps import find_sweeps
 
     try:
         tolerance = check_tolerance(args.tolerance)

@@ -1,7 +1,8 @@
 """The report as one self-contained HTML page: the verdict, the table, notes, and the plots as base64 PNG.
 
 Laid out to be read without scrolling sideways on a 1,024 px wide window: headers wrap, and the
-columns that say nothing are already gone (`table.compact`).
+columns that say nothing are already gone (`table.compact`). On a phone the page keeps the screen's
+width: the table scrolls sideways inside its own box, and the plots shrink to the width.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import pandas as pd
 
 from sweep.html_page import embedded_plots, page
 from sweep.html_page import escape as _e
+from sweep.report.plots import TITLES
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1em; color: #222; max-width: 1200px; }
 h1 { font-size: 1.4em; overflow-wrap: anywhere; }
-table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
+div.table { overflow-x: auto; max-width: 100%; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 12px; }
 th, td { border: 1px solid #ccc; padding: 3px 5px; text-align: right; }
 td { white-space: nowrap; } th { background: #f0f0f0; font-weight: 600; }
 td.text { text-align: left; white-space: normal; }
 tr.FAILED, tr.KILLED { background: #ffd6d6; } tr.RUNNING, tr.SCHEDULED { background: #fff6d6; }
 tr.recommended { background: #d8f5d8; font-weight: 600; } tr.pareto td:first-child { border-left: 4px solid #6c6; }
 p.verdict { font-size: 15px; } p.warning { background: #fff3cd; padding: 4px 8px; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.5em 0; }
+p, li { overflow-wrap: anywhere; }
 ul.meta { color: #555; font-size: 12px; overflow-wrap: anywhere; }
 """
 TEXT_COLUMNS = {"model", "freeze", "status", "config", "note"}
@@ -49,7 +53,7 @@ def render_page(
     if notes:
         parts += ["<ul>", *[f"<li>{_e(note)}</li>" for note in notes], "</ul>"]
     parts.append("<h2>Plots</h2>")
-    parts += embedded_plots(plots)
+    parts += embedded_plots(plots, TITLES)
     parts += ["<ul class='meta'>", *[f"<li>{_e(key)}: {_e(value)}</li>" for key, value in meta.items()], "</ul>"]
     return page(title, STYLE, parts)
 
@@ -67,4 +71,4 @@ def _table(shown: pd.DataFrame, marks: dict[int, str]) -> str:
         )
         classes = " ".join(c for c in (record.get("status", ""), marks.get(position, "")) if c)
         rows.append(f"<tr class='{_e(classes)}'>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"

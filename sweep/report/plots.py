@@ -34,6 +34,15 @@ SERIES_TITLES = {
 }
 
 
+# What each figure shows, in words: the report page's headings.
+TITLES = {
+    "against_freeze": "Accuracy and training cost against freeze level",
+    "accuracy_vs_time": "Accuracy against training time",
+    "map_curves": "Validation accuracy per epoch",
+    "resources": "Memory and utilisation during training",
+}
+
+
 def row_colors(n: int) -> list:
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
@@ -142,16 +151,17 @@ def accuracy_vs_time(table: pd.DataFrame) -> Figure:
 
 
 def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figure:
-    """Best mAP50 and mAP50-95 (left), training time and GPU memory (right) against frozen layers.
+    """Best mAP50-95, best mAP50, and training time with GPU memory against frozen layers, stacked.
 
-    One line per model/setting block, replicates as mean ± std; tick labels add the trainable share
-    of parameters; the recommended row is ringed. This is the report's answer in one picture.
+    Each accuracy metric on its own axis, so the one-point differences that decide the verdict show;
+    one column, so it reads at phone width. One line per model/setting block, replicates as mean ± std;
+    tick labels add the trainable share of parameters; the recommended row is ringed.
     """
-    fig = Figure(figsize=(12, 4.8))
-    accuracy, cost = fig.subplots(1, 2)
+    fig = Figure(figsize=(6.4, 9.6))
+    map50_95, map50, cost = fig.subplots(3, 1, sharex=True)
     done = table[(table["status"] == FINISHED) & table[MAP50_95].notna()]
     if done.empty:
-        for ax in (accuracy, cost):
+        for ax in (map50_95, map50, cost):
             _empty(ax, "no finished variant yet")
         return fig
     blocks = list(done.groupby(["model", "config"], sort=False))
@@ -160,15 +170,9 @@ def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figur
     for b, ((model, config), block) in enumerate(blocks):
         name = f"{model} {config}".strip() if len(blocks) > 1 else ""
         x = block["frozen_layers"]
-        for key, marker in ((MAP50, "s"), (MAP50_95, "o")):
-            accuracy.errorbar(
-                x,
-                block[key],
-                yerr=block[f"{key}_std"].fillna(0),
-                marker=marker,
-                capsize=3,
-                color=f"C{2 * b}" if key == MAP50 else f"C{2 * b + 1}",
-                label=f"{key} {name}".strip(),
+        for ax, key in ((map50_95, MAP50_95), (map50, MAP50)):
+            ax.errorbar(
+                x, block[key], yerr=block[f"{key}_std"].fillna(0), marker="o", capsize=3, color=f"C{b}", label=name
             )
         cost.errorbar(
             x,
@@ -183,7 +187,7 @@ def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figur
             memory.plot(x, block["gpu_mem_mb"], marker="^", ls=":", color=f"C{b}", label=f"GPU memory {name}".strip())
     if recommended is not None and recommended in done.index:
         row = done.loc[recommended]
-        accuracy.plot(
+        map50_95.plot(
             [row["frozen_layers"]], [row[MAP50_95]], "o", ms=16, mfc="none", mec="green", mew=2, label="recommended"
         )
     levels = done.drop_duplicates("frozen_layers").sort_values("frozen_layers")
@@ -191,20 +195,23 @@ def against_freeze(table: pd.DataFrame, recommended: int | None = None) -> Figur
         f"{layers:.0f}\n{pct:.0f}%"
         for layers, pct in zip(levels["frozen_layers"], levels["trainable_pct"], strict=True)
     ]
-    for ax in (accuracy, cost):
+    for ax in (map50_95, map50, cost):
         ax.set_xticks(levels["frozen_layers"], ticks)
-        ax.set_xlabel("frozen layers (trainable share of parameters)")
+        ax.tick_params(labelbottom=True)
         _finish(ax)
-    accuracy.set(ylabel="best validation score", title="accuracy against freeze level")
-    cost.set(ylabel=f"training time ({unit})", title="cost against freeze level")
+    cost.set_xlabel("frozen layers (trainable share of parameters)")
+    map50_95.set(ylabel=f"best {MAP50_95}", title=f"best {MAP50_95} (the verdict's measure)")
+    map50.set(ylabel=f"best {MAP50}", title=f"best {MAP50}")
+    cost.set(ylabel=f"training time ({unit})", title="training cost")
     handles = cost.get_legend_handles_labels()
     if memory is not None:
         memory.set_ylabel("peak GPU memory reserved (MB)")
         more = memory.get_legend_handles_labels()
         handles = (handles[0] + more[0], handles[1] + more[1])
-    accuracy.legend(fontsize=8)
-    cost.legend(*handles, fontsize=8)
-    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.16, top=0.92, wspace=0.3)
+    if map50_95.get_legend_handles_labels()[0]:
+        map50_95.legend(fontsize=9)
+    cost.legend(*handles, fontsize=9)
+    fig.subplots_adjust(left=0.14, right=0.86, bottom=0.08, top=0.96, hspace=0.45)
     return fig
 
 

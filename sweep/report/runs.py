@@ -36,7 +36,7 @@ SUMMARY_METRICS = (
     names.CPU_UTIL_MEAN,
 )
 MAP50, MAP50_95 = names.EPOCH_METRICS[:2]
-EPOCH_SERIES = (MAP50, MAP50_95, names.EPOCH_TIME)  # step = epoch
+EPOCH_SERIES = (MAP50, MAP50_95, names.EPOCH_TIME, names.CPU_SHARE, names.LOAD_PER_CORE)  # step = epoch
 GPU_SERIES = (names.GPU_MEMORY, names.GPU_UTIL)  # step = seconds since training start
 CPU_SERIES = (names.CPU_RSS, names.CPU_UTIL)  # drawn for runs without GPU series
 RESOURCE_SERIES = (*GPU_SERIES, *CPU_SERIES)

@@ -39,6 +39,8 @@ VALUES = {
     "cpu_util_pct": metric(names.CPU_UTIL_MEAN),
     "epoch_time_frozen_s": "epoch_time_frozen_s",  # a freeze schedule: mean epoch time before its first switch
     "epoch_time_unfrozen_s": "epoch_time_unfrozen_s",  # ... and from its last switch on
+    "cpu_share_pct": "cpu_share_pct",  # mean over epochs of the CPU the process got / its threads' wall time
+    "load_per_core": "load_per_core",  # mean over epochs of the machine's 1-minute load average per core
 }
 DELTAS = (MAP50, MAP50_95)
 STATUS_ORDER = {FINISHED: 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
@@ -52,13 +54,18 @@ def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:
     runs = frame.assign(
         frozen_layers=pd.to_numeric(_param(frame, names.P_FROZEN_LAYERS), errors="coerce"),
         epochs_done=[len(h.get(MAP50, ())) for h in of_run],
-        epoch_time_s=[h[names.EPOCH_TIME].mean() if names.EPOCH_TIME in h else math.nan for h in of_run],
+        epoch_time_s=[_mean(h, names.EPOCH_TIME) for h in of_run],
         epoch_time_frozen_s=[before for before, _ in split],
         epoch_time_unfrozen_s=[after for _, after in split],
+        cpu_share_pct=[_mean(h, names.CPU_SHARE) for h in of_run],
+        load_per_core=[_mean(h, names.LOAD_PER_CORE) for h in of_run],
     )
     identity = [*IDENTITY_PARAMS, *sorted(_train_params(frame))]
     runs["_base"] = _keys(runs, identity)
-    runs["_config"] = runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS) + "\x1f" + schedules
+    auto = _param(runs, names.P_FREEZE_AUTO)  # freeze=auto: its rule is the configuration, its schedule an outcome
+    runs["_config"] = (
+        runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS) + "\x1f" + schedules.where(auto == "", auto)
+    )
     model = _param(runs, names.P_MODEL)  # what varies with the model (arch, weights) is said by the model
     varying = [p for p in identity if p != names.P_MODEL and _param(runs, p).groupby(model).nunique().gt(1).any()]
     rows = [_aggregate(group, varying) for _, group in runs.groupby(["_config", "status"], sort=False)]
@@ -68,6 +75,10 @@ def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:
         ["model", "config", "frozen_layers", "_order", "freeze"], na_position="last", kind="stable"
     )
     return table.drop(columns="_order").reset_index(drop=True)
+
+
+def _mean(history: dict[str, pd.Series], key: str) -> float:
+    return history[key].mean() if key in history else math.nan
 
 
 def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +141,7 @@ def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
     row = {
         "label": "",
         "model": _param(group, names.P_MODEL).iloc[0],
-        "freeze": ", ".join(dict.fromkeys(_param(group, names.P_FREEZE))),
+        "freeze": ", ".join(dict.fromkeys(_param(group, names.P_FREEZE) + _auto_chosen(group))),
         "frozen_layers": first["frozen_layers"],
         "trainable_pct": pd.to_numeric(_param(group, names.P_TRAINABLE_PCT), errors="coerce").mean(),
         "status": status,
@@ -141,6 +152,7 @@ def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
         "sweeps": ",".join(dict.fromkeys(group["sweep"])),
         "run_ids": ",".join(group["run_id"]),
         "_base": first["_base"],
+        "_auto": bool(_param(group, names.P_FREEZE_AUTO).iloc[0]),
     }
     for name, column in VALUES.items():
         values = pd.to_numeric(group[column], errors="coerce")
@@ -173,7 +185,7 @@ def _before_after(table: pd.DataFrame) -> pd.Series:
 
 
 def _against_unfrozen(table: pd.DataFrame) -> pd.DataFrame:
-    unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0)]
+    unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0) & ~table["_auto"]]
     base = unfrozen.drop_duplicates("_base").set_index("_base").reindex(table["_base"]).reset_index(drop=True)
     table["speedup"] = base["train_time_s"] / table["train_time_s"]
     for name in DELTAS:
@@ -181,6 +193,11 @@ def _against_unfrozen(table: pd.DataFrame) -> pd.DataFrame:
     table["delta_gpu_mem_pct"] = 100 * (table["gpu_mem_mb"] / base["gpu_mem_mb"] - 1)
     table["has_baseline"] = base["n"].notna()
     return table
+
+
+def _auto_chosen(group: pd.DataFrame) -> pd.Series:
+    """freeze=auto's label gets the schedule it chose: `auto: none -> 10 @3 -> 16 @5`."""
+    return _param(group, names.P_FREEZE_AUTO_CHOSEN).map(lambda chosen: f": {chosen}" if chosen else "")
 
 
 def _note(group: pd.DataFrame, status: str) -> str:

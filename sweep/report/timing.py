@@ -1,24 +1,31 @@
 """When training times cannot be compared, say so next to them.
 
-Two causes are visible in what a sweep records: variants that trained at the same time on one
-device (parallel jobs share it, so each looks slower than it is), and CPU runs whose process got
-far less CPU time than wall time (something else loaded the machine).
+Four causes are visible in what a sweep records: variants that trained at the same time on one
+device (parallel jobs share it, so each looks slower than it is), CPU runs whose process got
+far less CPU time than wall time (something else loaded the machine), variants that trained
+under different machine load (`sweep.tracking.machine_load`: what one variant lost to other
+processes, another did not), and variants whose training mostly waited for batches, which then
+time the data loader.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from sweep.report.runs import tag
+from sweep.report.runs import metric, tag
 from sweep.tracking import names
 
 MIN_OVERLAP = 0.1  # share of the shorter run's wall time two runs must overlap to count as parallel
 MIN_CPU_PCT = 80.0  # mean CPU use of a CPU training below this (% of one core): starved, not computing
+MAX_SHARE_RATIO = 1.3  # one CPU variant's threads got this much more CPU than another's: unequal conditions
+LOAD_COLUMNS = ["cpu_share_pct", "load_per_core"]
+MAX_LOAD_GAP = 0.5  # 1-minute load average per core between variants: unequal conditions
+MAX_DATA_WAIT_PCT = 50.0  # share of the last epoch's training spent waiting for batches: the loader sets the pace
 
 
 def timing_warnings(frame: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """One line per cause found; empty when the times compare fairly."""
-    return [w for w in (_parallel(frame, table), _starved(table)) if w]
+    return [w for w in (_parallel(frame, table), _starved(table), _uneven_load(table), _input_bound(frame, table)) if w]
 
 
 def _parallel(frame: pd.DataFrame, table: pd.DataFrame) -> str:
@@ -47,4 +54,48 @@ def _starved(table: pd.DataFrame) -> str:
     return (
         f"training times may be inflated: CPU time far below wall time (mean CPU use below {MIN_CPU_PCT:.0f}% of "
         f"one core: {shown}); something else loaded the machine."
+    )
+
+
+def _uneven_load(table: pd.DataFrame) -> str:
+    """Variants whose mean machine load differs: CPU share of the training's threads (CPU runs only:
+    on a GPU, freezing itself changes how much CPU a training uses) or load average per core."""
+    done = table[table["status"] == "FINISHED"]
+    done = done.assign(**{c: done.get(c, float("nan")) for c in LOAD_COLUMNS})  # absent: not recorded
+    cpu = done[done["gpu_mem_mb"].isna()].dropna(subset=["cpu_share_pct"])
+    load = done.dropna(subset=["load_per_core"])
+    uneven_share = len(cpu) > 1 and cpu["cpu_share_pct"].max() > MAX_SHARE_RATIO * cpu["cpu_share_pct"].min()
+    uneven_load = len(load) > 1 and load["load_per_core"].max() - load["load_per_core"].min() > MAX_LOAD_GAP
+    if not (uneven_share or uneven_load):
+        return ""
+    shown = "; ".join(_load_of(r) for r in load.to_dict("records"))
+    return (
+        "training times not comparable: the variants trained under different machine load "
+        f"({shown}); the speed-ups measure that load as much as the freezing. Re-run on an idle machine."
+    )
+
+
+def _load_of(row: dict) -> str:
+    share = "" if pd.isna(row["cpu_share_pct"]) else f"CPU share {row['cpu_share_pct']:.0f}%, "
+    return f"{row['label']} {share}load {row['load_per_core']:.2f}/core"
+
+
+def _input_bound(frame: pd.DataFrame, table: pd.DataFrame) -> str:
+    """Variants whose last epoch (the steady state: `data_wait_pct`'s latest value) waited for
+    batches most of its training: their times are the loader's, so freezing cannot show its gain."""
+    if metric(names.DATA_WAIT) not in frame:
+        return ""
+    waits = frame.set_index("run_id")[metric(names.DATA_WAIT)]
+    bound = []
+    for row in table[table["status"] == "FINISHED"].to_dict("records"):
+        wait = waits.reindex(row["run_ids"].split(",")).dropna()
+        if len(wait) and wait.mean() > MAX_DATA_WAIT_PCT:
+            bound.append(f"{row['label']} {wait.mean():.0f}%")
+    if not bound:
+        return ""
+    return (
+        f"training times measure data loading, not the model: these variants spent most of their last epoch's "
+        f"training waiting for batches (data_wait_pct: {', '.join(bound)}), which freezing does not shorten. "
+        "What helps: train.cache=ram (decode once), more train.workers (on a GPU: on CPU ultralytics loads in the "
+        "training process), a smaller train.imgsz."
     )

@@ -17,14 +17,15 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from sweep.report import plots
-from sweep.report.context import fixed_params, sweep_settings
+from sweep.report.context import sweep_settings
 from sweep.report.html import render_page
 from sweep.report.parent import summarize_parent
 from sweep.report.runs import EPOCH_SERIES, MAP50_95, RESOURCE_SERIES, load_histories, load_runs
 from sweep.report.table import FINISHED, compact, csv_frame, display, summarize, to_markdown
 from sweep.report.timing import timing_warnings
 from sweep.report.verdict import Verdict, decide
-from sweep.tracking.sweeps import SweepRef, connect, sqlite_path, sweep_of_parent
+from sweep.tracking.store import connect, sqlite_path
+from sweep.tracking.sweeps import SweepRef, sweep_of_parent
 
 ARTIFACT_DIR = "report"  # in the parent run; a report over several sweeps goes under report/<their ids>
 MAX_NAME = 100
@@ -97,7 +98,7 @@ def make_report(
     title = f"freeze-sweep report: {'sweep' if len(sweeps) == 1 else 'sweeps'} {', '.join(s.sweep_id for s in sweeps)}"
     shown = compact(display(table))
     notes = table_notes(table)
-    settings = sweep_settings(frame, table)
+    settings = sweep_settings(frame)
     summary = summary_lines(table, verdict, settings)
     cautions = timing_warnings(frame, table)
     markdown = "\n\n".join(
@@ -127,9 +128,8 @@ def make_report(
     if log_artifacts:
         _log(client, sweeps, report)
         if len(sweeps) == 1 and report.logged_to:
-            params = {"sweep.swept": settings["swept"], **fixed_params(frame)}
             description = f"## {title}\n\n{markdown}\n\nFull report with plots: artifacts, `report/report.html`."
-            report.warnings += summarize_parent(client, sweeps[0], frame, table, verdict, params, description)
+            summarize_parent(client, sweeps[0], frame, table, verdict, description)
     return report
 
 

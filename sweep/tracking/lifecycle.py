@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import socket
 import time
@@ -28,6 +27,7 @@ import psutil
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from sweep.files import write_atomic
 from sweep.tracking import names
 from sweep.tracking.credentials import redact
 from sweep.tracking.periodic import Periodic
@@ -45,14 +45,15 @@ STALE_REASON = "owner"  # how a closed_reason set by `close_stale_runs` starts
 # --- owners and heartbeats --------------------------------------------------------------------
 
 
-def owner_tag() -> str:
+def owner_tag(process: psutil.Process | None = None) -> str:
     """host:pid:process start time (the start time tells a reused pid from the original)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+    process = process or psutil.Process()
+    return f"{socket.gethostname()}:{process.pid}:{int(process.create_time())}"
 
 
 def heartbeat_tag() -> str:
-    """When, and who beat: a run's heartbeat may come from another process than its owner (the
-    jobs of a sweep keep its parent alive, on whatever machine they run)."""
+    """When, and who beat. Each run is beaten by its owner alone: a sweep's parent run by the
+    launching process, never by its jobs, so the parent dies with the sweep."""
     return f"{time.time():.0f} {owner_tag()}"
 
 
@@ -153,10 +154,14 @@ class SweepInfo:
     parent_run_id: str
     n_variants: int = 0  # 0: unknown (a sweeper whose jobs are not known in advance)
     parallel: int = 1  # variants trained at once
+    owner: str = field(default_factory=owner_tag)  # the launching process: the sweep lives as long as it does
 
     def write(self, sweep_dir: Path) -> None:
+        """Whole or not at all; the URI without credentials (jobs connect with their own config)."""
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(self.__dict__, indent=2))
+        write_atomic(
+            sweep_dir / SWEEP_FILE, json.dumps({**self.__dict__, "tracking_uri": redact(self.tracking_uri)}, indent=2)
+        )
 
     @classmethod
     def read(cls, sweep_dir: Path) -> SweepInfo | None:
@@ -185,13 +190,13 @@ def finish_parent_run(client: MlflowClient, info: SweepInfo, jobs_failed: bool) 
     return status
 
 
-def end_runs_killed(client: MlflowClient, run_ids: Iterable[str], reason: str) -> None:
-    """Best effort, on the way out after a signal: the runs say KILLED and why."""
+def end_runs_killed(client: MlflowClient, run_ids: Iterable[str], reason: str, status: str = "KILLED") -> None:
+    """Best effort, on the way out after a signal (or a failure): the runs say KILLED and why."""
     for run_id in run_ids:
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_tag(run_id, names.CLOSED_REASON, reason)
-                client.set_terminated(run_id, "KILLED")
+                client.set_terminated(run_id, status)
         except Exception as error:
             log.warning("run %s not closed: %s", run_id, redact(str(error).splitlines()[0] if str(error) else ""))
 
@@ -212,23 +217,50 @@ def stop_active_sweep() -> None:
     _active.clear()
 
 
-def end_active_sweep(reason: str) -> None:
-    """After a signal: the parent run this process started ends KILLED, saying why."""
+def end_active_sweep(reason: str, status: str = "KILLED") -> None:
+    """After a signal (KILLED) or a failure that ended Hydra itself (FAILED): the parent run this
+    process started ends so, saying why."""
     runs = [(client, info) for client, info, _ in _active]
     stop_active_sweep()
     for client, info in runs:
-        end_runs_killed(client, [info.parent_run_id], reason)
+        end_runs_killed(client, [info.parent_run_id], reason, status)
 
 
 # --- job status ---------------------------------------------------------------------------------
 
 
 def write_status(job_dir: Path, status: dict) -> None:
-    (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))
+    """Whole or not at all (a full disk leaves no half-written file); raises OSError."""
+    write_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2))
 
 
-def read_statuses(sweep_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}"))]
+def read_statuses(sweep_dir: Path, n_jobs: int = 0) -> list[dict]:
+    """Every job's status, in job order. A job whose variant.json is missing or unreadable (a full
+    disk, a job killed before it wrote one) is FAILED, saying so; so is each job of the `n_jobs`
+    the sweep launched (when known) that left no folder at all."""
+    sweep_dir = Path(sweep_dir)
+    job_dirs = {p.parent for p in [*sweep_dir.glob("*/.hydra"), *sweep_dir.glob(f"*/{STATUS_FILE}")]}
+    ordered = sorted(job_dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    statuses = [_read_status(job_dir) for job_dir in ordered]
+    missing = max(0, n_jobs - len(statuses))
+    return statuses + [{"name": "?", "status": "FAILED", "error": "the job left no folder in the sweep"}] * missing
+
+
+def _read_status(job_dir: Path) -> dict:
+    path = job_dir / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        status = f"no {path}: the job ended before recording its outcome (full disk? killed?)"
+    except (OSError, ValueError) as error:
+        status = f"{path} unreadable ({type(error).__name__})"
+    if isinstance(status, dict):
+        return status
+    return {
+        "name": f"job {job_dir.name}",
+        "status": "FAILED",
+        "error": status if isinstance(status, str) else f"{path} is not a status",
+    }
 
 
 # --- variants: reuse, resume, claim ----------------------------------------------------------
@@ -253,13 +285,26 @@ def resume_point(run: Run) -> tuple[Path, int] | None:
     """The run's last.pt and the epochs it completed, if ultralytics can resume from it.
 
     A checkpoint stripped at the end of training (no optimizer state) cannot be resumed: its
-    run died while finishing up, and is retrained. An unreadable one is said so, never hidden.
+    run died while finishing up, and is retrained. An unreadable one, or one trained with another
+    config (its folder's recorded config hash differs), is said so, never hidden.
     """
     import torch
+
+    from sweep.checkpoints import config_hash_of
 
     save_dir = run.data.tags.get(names.OUTPUT_DIR)
     last = Path(save_dir) / "weights" / "last.pt" if save_dir else None
     if last is None or not last.is_file():
+        return None
+    trained, wanted = config_hash_of(last.parent.parent), run.data.tags.get(names.CONFIG_HASH)
+    if trained != wanted:
+        log.warning(
+            "cannot resume %s: %s is the checkpoint of config %s, not of this run's config %s; retraining from the start",
+            run.info.run_name,
+            last,
+            trained or "(not recorded)",
+            wanted,
+        )
         return None
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
@@ -321,8 +366,10 @@ def claim_variant(
             continue
         mine = client.create_run(experiment_id, run_name=run_name, tags={**tags, **owner_tags()})
         rivals = [r for r in _variant_runs(client, experiment_id, config_hash) if r.info.run_id != mine.info.run_id]
-        if any(is_alive(r) for r in rivals):
-            client.delete_run(mine.info.run_id)
+        live_rivals = [r for r in rivals if is_alive(r)]
+        if live_rivals:
+            holder = live_rivals[0].info.run_id
+            withdraw(client, mine.info.run_id, holder, f"claim withdrawn: run {holder} holds the variant")
             time.sleep(random.uniform(0.2, 2.0))
             continue
         unfinished = [r for r in runs if r.info.status != "FINISHED"]
@@ -349,10 +396,23 @@ def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rer
         reason = run.data.tags.get(names.CLOSED_REASON) or f"ended {run.info.status}"
         client.set_tag(run.info.run_id, names.RESUMED_AFTER, reason)
         client.set_tag(run.info.run_id, names.CLOSED_REASON, "")
-        client.delete_run(mine.info.run_id)
+        for key in (names.ERROR, names.ERROR_TRACEBACK):  # the interruption is history now, not the outcome
+            if key in run.data.tags:
+                client.delete_tag(run.info.run_id, key)
+        withdraw(client, mine.info.run_id, run.info.run_id, f"replaced by the resumed run {run.info.run_id}")
         others = [r for r in unfinished if r.info.run_id != run.info.run_id]
         return Claim("train", client.get_run(run.info.run_id), point[1], others)
     return Claim("train", mine, 0, unfinished)
+
+
+def withdraw(client: MlflowClient, run_id: str, by_run_id: str, reason: str) -> None:
+    """A run given up before it trained ends KILLED, saying why, then is deleted: a deleted run
+    keeps its status, and must not read RUNNING for ever. Marked superseded first, so no other
+    worker takes it for a leftover to resume in the moment before it is deleted."""
+    client.set_tag(run_id, names.SUPERSEDED_BY, by_run_id)
+    client.set_tag(run_id, names.CLOSED_REASON, reason)
+    client.set_terminated(run_id, "KILLED")
+    client.delete_run(run_id)
 
 
 def supersede(client: MlflowClient, runs: list[Run], by_run_id: str) -> None:

@@ -29,6 +29,7 @@ CONFIG_HASH = "config_hash"
 DEVICE = "device"
 OUTPUT_DIR = "output_dir"  # ultralytics save_dir of the variant (absolute): weights/best.pt
 ERROR = "error"
+ERROR_TRACEBACK = "error.traceback"
 REUSED_BY = "sweep.reused_by."  # + parent run id, on a FINISHED run a later sweep reused (value: its sweep id)
 SUPERSEDED_BY = "superseded_by"  # on an unfinished run replaced by a newer run of the same config
 
@@ -47,10 +48,15 @@ P_PARAMS_FROZEN = "params_frozen"
 P_TRAINABLE_PCT = "trainable_pct"
 P_FREEZE_SCHEDULE = "freeze_schedule"  # [[first epoch, [layers]], ...] of a schedule that switches
 P_SEED = "train.seed"
+# freeze=auto (sweep/auto_freeze.py): its rule, and at the end what it chose (with P_FREEZE_SCHEDULE).
+P_FREEZE_AUTO = "freeze_auto"  # the rule's knobs as JSON, prefixes as layer counts
+P_FREEZE_AUTO_CHOSEN = "freeze_auto.chosen"  # what it froze from which epoch: "none -> 10 @3 -> 16 @5"
+M_AUTO_RATIO = "freeze_auto/candidate_ratio"  # per epoch: first trainable layer's plasticity / its peak before
+ARTIFACT_AUTO_FREEZE = "freeze_auto"  # folder of auto_freeze.json: every epoch's plasticity per layer
 P_EPOCHS = "train.epochs"
 
 # What the variant freezes, as numbers the runs table can sort and chart by (step 0).
-M_FROZEN_LAYERS = "frozen_layers"
+M_FROZEN_LAYERS = "frozen_layers"  # step 0; freeze=auto also logs it per epoch (step = epoch)
 M_TRAINABLE_PCT = "trainable_pct"
 
 # Per-epoch metrics (step = epoch, 1-based).
@@ -61,6 +67,18 @@ LR = "lr"
 EPOCH_TIME = "epoch_time_s"
 IMAGES_PER_S = "images_per_s"
 TRAINABLE_PARAMS = "trainable_params"  # per epoch: shows a freeze schedule's switches
+DATA_WAIT = "data_wait_pct"  # per epoch: share of training spent waiting for batches (sweep/tracking/data_wait.py)
+
+# Ultralytics' validation keys (trainer.metrics, results.csv) -> ours: the one table of them.
+UL_MAP50 = "metrics/mAP50(B)"
+UL_MAP50_95 = "metrics/mAP50-95(B)"
+ULTRALYTICS_METRICS = {
+    UL_MAP50: "mAP50",
+    UL_MAP50_95: "mAP50-95",
+    "metrics/precision(B)": "precision",
+    "metrics/recall(B)": "recall",
+    **{loss: loss for loss in VAL_LOSSES},
+}
 
 # Final metrics.
 BEST = {name: f"best/{name}" for name in EPOCH_METRICS}
@@ -98,3 +116,23 @@ def parse_freeze_layers(text: str | None) -> list[int] | None:
     if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in value):
         raise ValueError(f"{P_FREEZE_LAYERS}={text!r} is not a JSON list of layer indices")
     return value
+
+
+# What the runs table shows of a finished sweep, written by its report (the figures depend on the
+# whole sweep). Tags hold the report's rounded text, readable in the UI's columns; metrics hold
+# the exact figures. All can be written again: a later report of the sweep replaces them.
+VIEW_VERDICT = "verdict"  # tag on a variant: RECOMMENDED_MARK, PARETO_MARK or ""
+RECOMMENDED_MARK = "★ recommended"
+PARETO_MARK = "pareto front"
+VIEW_DELTA = "Δ mAP50-95"  # tag, against the unfrozen variant, e.g. "-0.012"
+VIEW_SPEEDUP = "speed-up"  # tag, against the unfrozen variant, e.g. "2.26x"
+VIEW_TRAIN_TIME = "train time"  # tag, e.g. "12.4 s"
+VIEW_GPU_MEM = "GPU mem MB"  # tag, e.g. "4,120"; only where logged
+VIEW_MAP = "mAP50-95"  # tag, e.g. "0.741"
+DELTA_VS_UNFROZEN = "vs_unfrozen/delta_mAP50-95"  # metric on a variant, step 0
+SPEEDUP_VS_UNFROZEN = "vs_unfrozen/speedup"  # metric on a variant, step 0
+
+# Machine load while a variant trained (sweep/tracking/machine_load.py), per epoch (step = epoch).
+LOAD_AVG = "machine/load_avg_1m"  # the OS's 1-minute load average at the epoch's end
+LOAD_PER_CORE = "machine/load_per_core"  # the same over the machine's cores
+CPU_SHARE = "machine/cpu_share_pct"  # CPU time the process got over the epoch / (wall time x its threads)

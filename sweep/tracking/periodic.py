@@ -1,10 +1,14 @@
 """One background thread that calls an action every few seconds until stopped: the heartbeat,
-the resource sampler and the results.csv follower all tick this way."""
+the resource sampler, the results.csv follower and the sweep watch all tick this way. A tick that
+raises is said once and the thread ticks on: a monitor never ends a training, nor stops silently."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger("sweep")
 
 
 class Periodic:
@@ -25,5 +29,12 @@ class Periodic:
         self._thread.join(timeout=timeout_s)
 
     def _loop(self) -> None:
+        said = ""
         while not self._stop.wait(self.interval_s):
-            self.action()
+            try:
+                self.action()
+            except Exception as error:  # one failed tick must not end the thread: the next one retries
+                message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                if message != said:  # once, not every tick
+                    log.warning("%s: %s", self._thread.name, message)
+                said = message

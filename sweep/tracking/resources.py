@@ -10,6 +10,7 @@ process and its children (DDP workers included) instead; `gpu_source` says which
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import psutil
 
 from sweep.tracking import names
 from sweep.tracking.periodic import Periodic
+
+log = logging.getLogger("sweep")
 
 Sink = Callable[[dict[str, float], int], None]  # (metrics, step in seconds since start)
 
@@ -167,14 +170,20 @@ class ResourceMonitor:
 
     def _reset_torch_counters(self) -> None:
         """A reused worker process still holds the previous variant's peaks and cached blocks:
-        NVML would count that cache as this variant's memory, so it is handed back first."""
+        NVML would count that cache as this variant's memory, so it is handed back first. A
+        process that has not initialised CUDA yet has neither, and torch refuses the reset there
+        ("Invalid device argument")."""
         import torch
 
-        if torch.cuda.is_available():
-            gc.collect()
-            torch.cuda.empty_cache()
-            for i in self._gpus:
+        if not torch.cuda.is_initialized():
+            return
+        gc.collect()
+        torch.cuda.empty_cache()
+        for i in self._gpus:
+            try:
                 torch.cuda.reset_peak_memory_stats(i)
+            except RuntimeError as error:  # a device this process cannot use: its peaks stay absent
+                log.warning("GPU %d: peak memory not reset (%s)", i, str(error).splitlines()[0])
 
     def summary(self) -> dict[str, float]:
         """Final figures; GPU keys only where a GPU was used (absent, not zero, on CPU)."""
@@ -182,22 +191,37 @@ class ResourceMonitor:
         if self.cpu_util:
             result[names.CPU_UTIL_MEAN] = sum(self.cpu_util) / len(self.cpu_util)
         if self._gpus:
-            import torch
-
-            # Absent when this process never allocated: DDP trains in worker processes, not here.
-            if torch.cuda.is_available() and max(torch.cuda.max_memory_reserved(i) for i in self._gpus) > 0:
-                result[names.GPU_PEAK_ALLOCATED] = max(torch.cuda.max_memory_allocated(i) for i in self._gpus) / 2**20
-                result[names.GPU_PEAK_RESERVED] = max(torch.cuda.max_memory_reserved(i) for i in self._gpus) / 2**20
+            result.update(self._torch_peaks())
         if self.gpu_util:
             result[names.GPU_UTIL_MEAN] = sum(self.gpu_util) / len(self.gpu_util)
             result[names.GPU_UTIL_MAX] = max(self.gpu_util)
         return result
 
+    def _torch_peaks(self) -> dict[str, float]:
+        """Absent when this process never allocated (DDP trains in worker processes, not here),
+        never initialised CUDA, or cannot read a device's counters."""
+        import torch
+
+        if not torch.cuda.is_initialized():
+            return {}
+        try:
+            allocated = max(torch.cuda.max_memory_allocated(i) for i in self._gpus)
+            reserved = max(torch.cuda.max_memory_reserved(i) for i in self._gpus)
+        except RuntimeError as error:
+            log.warning("GPU peak memory not read (%s)", str(error).splitlines()[0])
+            return {}
+        if reserved <= 0:
+            return {}
+        return {names.GPU_PEAK_ALLOCATED: allocated / 2**20, names.GPU_PEAK_RESERVED: reserved / 2**20}
+
 
 def _holds_cuda_memory(torch_index: int) -> bool:
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.memory_reserved(torch_index) > 0
+    try:
+        return torch.cuda.is_initialized() and torch.cuda.memory_reserved(torch_index) > 0
+    except RuntimeError:  # a device this process cannot read
+        return False
 
 
 def _safe(read: Callable, default):

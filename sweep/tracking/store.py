@@ -1,4 +1,6 @@
-"""Opening the MLflow store: one line when it cannot be reached or written, never a half-made one.
+"""The one door to the MLflow store: `open_experiment` for a sweep that writes (creating the store
+and experiment if needed), `connect` for readers (report, UI, compare) that must find an existing
+store. One line when it cannot be reached or written, never a half-made one.
 
 MLflow 3.17 corrupts a new SQLite store when two processes create it at the same moment, so a
 new SQLite store is created under a file lock; an experiment that another sweep created a moment
@@ -19,7 +21,6 @@ from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
 from sweep.tracking.credentials import redact, without_credentials
-from sweep.tracking.sweeps import sqlite_path
 
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
 REACH_TIMEOUT_S = 5.0
@@ -122,3 +123,22 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """A client on an existing store: a missing SQLite file is an error, not a new empty store;
+    a server that does not answer is one line within seconds, not minutes of MLflow's retries."""
+    tracking_uri = without_credentials(tracking_uri)
+    check_reachable(tracking_uri)
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        raise ConfigError(
+            f"--tracking-uri {redact(tracking_uri)}: no MLflow database at {database}; run `freeze-sweep -m` first "
+            "or pass the store the sweep used"
+        )
+    return MlflowClient(tracking_uri=tracking_uri)

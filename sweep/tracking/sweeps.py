@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -16,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
 from sweep.tracking import names
+from sweep.tracking.credentials import redact
 
 DEFAULT_EXPERIMENT = "freeze-sweep"
 SEARCH_PAGE = 1000  # MLflow's largest page for search_runs on every store
@@ -31,41 +31,21 @@ class SweepRef:
     sweep_dir: str | None
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
-
-
-def connect(tracking_uri: str) -> MlflowClient:
-    """A client on an existing store: a missing SQLite file is an error, not a new empty store;
-    a server that does not answer is one line within seconds, not minutes of MLflow's retries."""
-    from sweep.tracking.credentials import without_credentials
-    from sweep.tracking.store import check_reachable
-
-    tracking_uri = without_credentials(tracking_uri)
-    check_reachable(tracking_uri)
-    database = sqlite_path(tracking_uri)
-    if database is not None and not database.is_file():
-        raise ConfigError(
-            f"--tracking-uri {tracking_uri}: no MLflow database at {database}; run `freeze-sweep -m` first "
-            "or pass the store the sweep used"
-        )
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def find_sweeps(client: MlflowClient, experiment: str, sweep_ids: Sequence[str] = ()) -> list[SweepRef]:
     """The named sweeps (the latest parent run of each id), or the latest sweep when none is named."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ConfigError(
-            f"--experiment {experiment}: no such experiment at {client.tracking_uri}; "
+            f"--experiment {experiment}: no such experiment at {redact(client.tracking_uri)}; "
             "run `freeze-sweep -m` first or pass --experiment"
         )
     experiment_id = found.experiment_id
     if not sweep_ids:
         latest = _parents(client, experiment_id, max_results=1)
         if not latest:
-            raise ConfigError(f"no sweep in experiment {experiment!r} at {client.tracking_uri}: run `freeze-sweep -m`")
+            raise ConfigError(
+                f"no sweep in experiment {experiment!r} at {redact(client.tracking_uri)}: run `freeze-sweep -m`"
+            )
         return [sweep_ref(latest[0])]
     refs = []
     for sweep_id in dict.fromkeys(sweep_ids):
@@ -85,7 +65,7 @@ def sweep_of_parent(client: MlflowClient, parent_run_id: str) -> SweepRef:
     try:
         return sweep_ref(client.get_run(parent_run_id))
     except MlflowException:
-        raise ConfigError(f"no MLflow run {parent_run_id} at {client.tracking_uri}") from None
+        raise ConfigError(f"no MLflow run {parent_run_id} at {redact(client.tracking_uri)}") from None
 
 
 def variant_runs(client: MlflowClient, sweep: SweepRef) -> list[Run]:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from sweep.schedule import trainable_params
 from sweep.tracking import names
+from sweep.tracking.credentials import redact
 from sweep.tracking.resources import ResourceMonitor, gpu_indices
 from sweep.tracking.results_follower import ResultsFollower, parse_rows
 from sweep.train_defaults import train_defaults
@@ -25,15 +26,6 @@ from sweep.variant import VariantSpec, describe_layers
 
 log = logging.getLogger(__name__)
 
-VAL_KEYS = {
-    "metrics/mAP50(B)": "mAP50",
-    "metrics/mAP50-95(B)": "mAP50-95",
-    "metrics/precision(B)": "precision",
-    "metrics/recall(B)": "recall",
-    "val/box_loss": "val/box_loss",
-    "val/cls_loss": "val/cls_loss",
-    "val/dfl_loss": "val/dfl_loss",
-}
 LR_KEY = "lr/pg0"
 ALWAYS_LOGGED = ("epochs", "imgsz", "batch", "device", "seed", "optimizer")  # train.* params every run has
 OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
@@ -41,7 +33,7 @@ OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze m
 
 def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     """Our metric names from an ultralytics epoch record (trainer values or a results.csv row)."""
-    metrics = {VAL_KEYS[k]: v for k, v in row.items() if k in VAL_KEYS}
+    metrics = {names.ULTRALYTICS_METRICS[k]: v for k, v in row.items() if k in names.ULTRALYTICS_METRICS}
     metrics.update({k: v for k, v in row.items() if k in names.TRAIN_LOSSES})
     if LR_KEY in row:
         metrics[names.LR] = row[LR_KEY]
@@ -60,7 +52,7 @@ def run_description(spec: VariantSpec) -> str:
 
 
 def failure_message(error: BaseException) -> str:
-    message = f"{type(error).__name__}: {error}"
+    message = redact(f"{type(error).__name__}: {error}")
     if "out of memory" in str(error).lower():
         message = f"{message} -- hint: {OOM_HINT}"
     return message
@@ -168,7 +160,11 @@ class VariantRun:
         started = time.monotonic()
         with ResultsFollower(results, self.log_results_row, after_epoch=after_epoch):
             yield
-        final = {names.BEST[VAL_KEYS[k]]: v for k, v in (self._last_row or {}).items() if VAL_KEYS.get(k) in names.BEST}
+        final = {
+            names.BEST[names.ULTRALYTICS_METRICS[k]]: v
+            for k, v in (self._last_row or {}).items()
+            if names.ULTRALYTICS_METRICS.get(k) in names.BEST
+        }
         final[names.TRAIN_TIME] = self._time_before_resume + time.monotonic() - started
         self.log_metrics(final, step=int((self._last_row or {}).get("epoch", 0)))
 
@@ -203,7 +199,9 @@ class VariantRun:
             return
         row = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {}), **trainer.lr}
         metrics = epoch_metrics(row)
-        metrics[names.EPOCH_TIME] = trainer.epoch_time
+        # From this epoch's start, not ultralytics' `epoch_time`: for the first epoch of a process
+        # that one also counts the set-up (a resumed run's restart: 18 s against 1.5 s).
+        metrics[names.EPOCH_TIME] = time.monotonic() - self._epoch_train_start
         metrics[names.IMAGES_PER_S] = self._images_per_s
         metrics[names.TRAINABLE_PARAMS] = trainable_params(trainer)
         self._log_epoch(metrics, trainer.epoch + 1)
@@ -215,7 +213,11 @@ class VariantRun:
         self._logged_epochs.add(epoch)
 
     def _on_train_end(self, trainer) -> None:
-        best = {names.BEST[VAL_KEYS[k]]: v for k, v in (trainer.metrics or {}).items() if VAL_KEYS.get(k) in names.BEST}
+        best = {
+            names.BEST[names.ULTRALYTICS_METRICS[k]]: v
+            for k, v in (trainer.metrics or {}).items()
+            if names.ULTRALYTICS_METRICS.get(k) in names.BEST
+        }
         best[names.TRAIN_TIME] = self._time_before_resume + time.monotonic() - self._train_started
         self.log_metrics(best, step=trainer.epoch + 1)
 
@@ -242,7 +244,7 @@ class VariantRun:
         message = failure_message(exc)
         self.client.set_tag(self.run_id, names.ERROR, message[:5000])
         self.client.set_tag(
-            self.run_id, "error.traceback", "".join(traceback.format_exception(exc_type, exc, tb))[-5000:]
+            self.run_id, names.ERROR_TRACEBACK, redact("".join(traceback.format_exception(exc_type, exc, tb)))[-5000:]
         )
         killed = isinstance(exc, (KeyboardInterrupt, SystemExit))  # a signal, or submitit requeueing the job
         if killed:
