@@ -12,7 +12,7 @@ ROLE = "sweep.role"  # "parent" or "variant"
 ROLE_PARENT = "parent"
 ROLE_VARIANT = "variant"
 
-# Tags on every run: who runs it, and proof of life (see sweep/tracking/lifecycle.py).
+# Tags on every run: who runs it, and proof of life (see sweep/tracking/owners.py).
 OWNER = "sweep.owner"  # host:pid:process start time
 HEARTBEAT = "sweep.heartbeat"  # unix seconds, refreshed while the owner lives
 CLOSED_REASON = "sweep.closed_reason"  # why a run ended KILLED: a signal, or its owner was gone

@@ -12,13 +12,14 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.schedule import trainable_params
 from sweep.tracking import names
 from sweep.tracking.credentials import redact
+from sweep.tracking.job_status import Outcome, failure_message, outcome_of
 from sweep.tracking.resources import ResourceMonitor, gpu_indices
 from sweep.tracking.results_follower import ResultsFollower, parse_rows
 from sweep.train_defaults import train_defaults
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 LR_KEY = "lr/pg0"
 ALWAYS_LOGGED = ("epochs", "imgsz", "batch", "device", "seed", "optimizer")  # train.* params every run has
-OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
 
 
 def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
@@ -49,13 +49,6 @@ def run_description(spec: VariantSpec) -> str:
         f"{spec.architecture.num_layers} layers); {p.trainable:,} of {p.total:,} parameters trainable "
         f"({p.trainable_pct:.1f}%). Starts from `{spec.checkpoint or spec.arch}`, trains on `{spec.data.yaml}`."
     )
-
-
-def failure_message(error: BaseException) -> str:
-    message = redact(f"{type(error).__name__}: {error}")
-    if "out of memory" in str(error).lower():
-        message = f"{message} -- hint: {OOM_HINT}"
-    return message
 
 
 def variant_params(spec: VariantSpec) -> dict[str, str]:
@@ -246,12 +239,12 @@ class VariantRun:
         self.client.set_tag(
             self.run_id, names.ERROR_TRACEBACK, redact("".join(traceback.format_exception(exc_type, exc, tb)))[-5000:]
         )
-        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))  # a signal, or submitit requeueing the job
-        if killed:
+        outcome = outcome_of(exc)
+        if outcome is Outcome.KILLED:
             self.client.set_tag(
                 self.run_id, names.CLOSED_REASON, f"interrupted ({exc or 'SIGINT'}); resumes from last.pt"
             )
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        self.client.set_terminated(self.run_id, outcome.value)
         return False
 
     def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool, resolved_config: str) -> None:
