@@ -26,7 +26,7 @@ from sweep.tracking import parent_run
 from sweep.tracking.credentials import redact
 from sweep.tracking.job_status import Outcome, read_statuses
 from sweep.tracking.stale_runs import close_stale_runs, end_runs_killed
-from sweep.tracking.store import first_line, open_experiment, sweep_tags
+from sweep.tracking.store import connect, first_line, open_experiment, sweep_tags
 
 log = logging.getLogger("sweep")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -142,8 +142,6 @@ _launched: list = []  # (sweep dir, store URI) of the sweep this process started
 def finish_sweep(sweep_dir: Path, uri: str, problems: tuple[str, ...] = ()) -> None:
     """End the parent run, summarise, exit non-zero if a variant or the sweep's own bookkeeping
     (`problems`) failed. Whatever fails here is one line, and the summary still prints."""
-    from mlflow.tracking import MlflowClient
-
     parent_run.stop_active_sweep()
     _launched.clear()
     with exit_on_failure(f"{sweep_dir / parent_run.SWEEP_FILE} unreadable"):
@@ -154,7 +152,7 @@ def finish_sweep(sweep_dir: Path, uri: str, problems: tuple[str, ...] = ()) -> N
     failed = [s for s in statuses if not s.outcome.ok]
     problems = list(problems)
     try:
-        parent_run.finish_parent_run(MlflowClient(uri), info, jobs_failed=bool(failed or problems))
+        parent_run.finish_parent_run(connect(uri), info, jobs_failed=bool(failed or problems))
     except Exception as error:
         problems.append(f"the sweep's parent run could not be finished: {type(error).__name__}: {first_line(error)}")
     write_sweep_report(uri, info.parent_run_id, sweep_dir / "report")
