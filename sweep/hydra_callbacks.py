@@ -19,7 +19,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
 from sweep.files import MIB, check_output_dir, write_atomic
 from sweep.tracking import parent_run
@@ -74,12 +73,12 @@ class SweepCallback(Callback):
             self._start(config)
 
     def _start(self, config: DictConfig) -> None:
-        from sweep.variant import build_variant
+        from sweep.variant import VARIANTS_FILE, resolve, save_variants  # torch, ultralytics: seconds to import
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = job_configs(config) if config.hydra.sweeper._target_ == BASIC_SWEEPER else []
-        specs = [build_variant(job) for job in jobs]
+        specs = [resolve(job) for job in jobs]
         if jobs:
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
         parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
@@ -89,11 +88,14 @@ class SweepCallback(Callback):
         first = jobs[0] if jobs else config
         client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
         close_stale_runs(client, [experiment_id])
-        for job, spec in zip(jobs, specs, strict=True):
-            if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
-                from sweep.demo.base import ensure_base
-
-                ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
+        for spec in specs:  # a source built by training (the demo base): built once here, not raced for by the jobs
+            spec.weights_source.ensure(spec.device, spec.cpu_threads)
+        if specs:  # resolved once: the jobs on this host take theirs from here
+            save_variants(
+                sweep_dir, {tuple(job.hydra.overrides.task): spec for job, spec in zip(jobs, specs, strict=True)}
+            )
+        else:  # a sweeper whose jobs are not known in advance: each job resolves its own
+            (sweep_dir / VARIANTS_FILE).unlink(missing_ok=True)
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = parent_run.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
