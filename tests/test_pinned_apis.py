@@ -48,7 +48,7 @@ def test_the_basic_sweeper_expands_jobs_as_pre_validation_expects() -> None:
     [
         [],  # the default sweep: the sweeper's own params
         ["train.epochs=1,2", "freeze=0,10"],  # a task override replaces a param, in the param's place
-        ["freeze=range(0,23,11)", "train.imgsz=64", "'freeze_schedule={1: backbone, 3: none}'"],
+        ["freeze=range(0,23,11)", "train.imgsz=64", "freeze_schedule={1: backbone, 3: none}"],
         ["experiment=glob(tin*)", "freeze=choice(none,backbone)"],
     ],
 )
