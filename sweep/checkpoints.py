@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 from sweep.errors import ConfigError
+from sweep.files import write_atomic
 
 SCRATCH = ("", "scratch", "none", "null")
 
@@ -118,8 +119,6 @@ def config_hash_of(save_dir: Path) -> str | None:
 
 def record_config_hash(save_dir: Path, config_hash: str) -> None:
     """Written before a fresh training writes its first last.pt: a later resume checks it."""
-    from sweep.files import write_atomic
-
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(save_dir) / CONFIG_HASH_FILE, config_hash + "\n")
 

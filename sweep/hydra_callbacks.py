@@ -84,6 +84,7 @@ def record_parent_params(client, parent_run_id: str, specs: list) -> None:  # no
     written once, here, since MLflow params are write-once and a report during the sweep sees only part of it."""
     from mlflow.entities import Param
 
+    # pandas, torch, ultralytics: seconds, paid only by a sweep that starts, not by every single run
     from sweep.report.context import parent_params, variants_frame
     from sweep.tracking.variant_run import variant_params
 
@@ -233,14 +234,14 @@ def space_needed(params_per_variant: list[int], parallel: int) -> int:
 
 def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
     """The side-by-side report, printed and written; the sweep's result never depends on it."""
-    from sweep.report import write_report
+    from sweep.report import write_report  # matplotlib, pandas: only when a sweep ends
 
     try:
         report_dir = write_report(tracking_uri, parent_run_id, out_dir=out_dir)
     except Exception as error:
         log.warning("report not written: %s", first_line(error))
         return
-    from sweep.ui import hint
+    from sweep.ui import hint  # only once a report is written
 
     print((report_dir / "report.md").read_text())
     print(f"report: {report_dir / 'report.html'} (also in the MLflow UI, parent run's artifacts)")
