@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.report.parent import RECOMMENDED, RECOMMENDED_RUNS
 from sweep.tracking import names
-from sweep.tracking.lifecycle import SweepInfo
+from sweep.tracking.parent_run import SweepInfo
 from tests.conftest import ROOT, Sweep, run_sweep
 
 CHROMIUM = "/usr/bin/chromium"
