@@ -136,17 +136,16 @@ def store_view(client, experiment_id: str, sweep_id: str | None) -> None:  # noq
         client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + view_key(sweep_id, compare), json.dumps(view))
 
 
-def open_url(base_url: str, experiment_id: str, sweep_id: str | None, compare: bool = False) -> str:
-    """The landing page that applies the stored view and opens the runs table (or its charts)."""
+def open_url(
+    base_url: str, experiment_id: str, sweep_id: str | None, compare: bool = False, run_id: str | None = None
+) -> str:
+    """The landing page that applies the stored view and opens the runs table (its charts, or a run's page)."""
     from sweep.ui_server import LANDING
 
-    key = view_key(sweep_id, compare)
-    query = {"experiment": experiment_id, "view": key, **({"compare": "true"} if compare else {})}
+    query = {"experiment": experiment_id, "view": view_key(sweep_id, compare)}
+    query |= {"compare": "true"} if compare else {}
+    query |= {"run": run_id} if run_id else {}
     return f"{base_url}{LANDING}?{urlencode(query)}"
-
-
-def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
-    return f"{base_url}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def hint(tracking_uri: str) -> str:
@@ -210,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"MLflow UI on {uri}\n")
         print(f"{which}, runs by freeze level: {open_url(base, sweep.experiment_id, shown)}")
         print(f"{which}, compare charts:       {open_url(base, sweep.experiment_id, shown, compare=True)}")
-        print(f"its summary (verdict, table, report):  {run_url(base, sweep.experiment_id, sweep.parent_run_id)}")
+        print(
+            f"its summary (verdict, table, report):  {open_url(base, sweep.experiment_id, shown, run_id=sweep.parent_run_id)}"
+        )
         print("\nCtrl-C stops it.", flush=True)
         server.wait()
         return 0 if server.returncode in (0, -signal.SIGTERM) else 1

@@ -35,11 +35,14 @@ def ui_state_key(experiment_id: str) -> str:
     return f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([experiment_id])}-ReactComponentState"
 
 
-def landing_page(experiment_id: str, view: dict, compare: bool) -> str:
-    """HTML that stores the view's UI state as the browser's own, then opens the runs page."""
+def landing_page(experiment_id: str, view: dict, compare: bool, run_id: str | None = None) -> str:
+    """HTML that stores the view's UI state as the browser's own, then opens the runs page (its
+    charts with `compare`, or one run's page with `run_id`: the Assistant kept closed there too)."""
     facets = {k: str(view[k]).lower() if isinstance(view[k], bool) else view[k] for k in URL_FACETS if k in view}
     query = {"workflowType": "machine_learning", **facets, **({"compareRunsMode": "CHART"} if compare else {})}
     target = f"/#/experiments/{experiment_id}/runs?{urlencode(query)}"
+    if run_id:
+        target = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     ui_state = {k: v for k, v in view.items() if k not in URL_FACETS}
     script = (
         f"const items = {json.dumps(ASSISTANT_SHOWN)};"
@@ -51,7 +54,7 @@ def landing_page(experiment_id: str, view: dict, compare: bool) -> str:
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>freeze-sweep</title></head><body>"
-        f"<p>Opening <a href='{escape(target)}'>the sweep's runs</a>…</p><script>{script}</script></body></html>"
+        f"<p>Opening <a href='{escape(target)}'>the sweep in MLflow</a>…</p><script>{script}</script></body></html>"
     )
 
 
@@ -64,7 +67,7 @@ def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
     from mlflow.server.fastapi_app import app
     from mlflow.tracking import MlflowClient
 
-    def open_view(experiment: str, view: str, compare: bool = False):  # noqa: ANN202
+    def open_view(experiment: str, view: str, compare: bool = False, run: str | None = None):  # noqa: ANN202
         tag = (
             MlflowClient(os.environ[BACKEND_STORE_URI_ENV_VAR])
             .get_experiment(experiment)
@@ -72,7 +75,7 @@ def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
         )
         if tag is None:
             return PlainTextResponse(f"no view {view!r} in experiment {experiment}: run freeze-sweep-ui", 404)
-        return HTMLResponse(landing_page(experiment, json.loads(tag), compare))
+        return HTMLResponse(landing_page(experiment, json.loads(tag), compare, run))
 
     app.router.routes.insert(0, APIRoute(LANDING, open_view, methods=["GET"]))
     return app
