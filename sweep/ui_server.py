@@ -36,20 +36,20 @@ def ui_state_key(experiment_id: str) -> str:
 
 
 def landing_page(experiment_id: str, view: dict, compare: bool, run_id: str | None = None) -> str:
-    """HTML that stores the view's UI state as the browser's own, then opens the runs page (its
-    charts with `compare`, or one run's page with `run_id`: the Assistant kept closed there too)."""
+    """HTML that stores the view as the browser's own (its filter and order too: where the address
+    has none, MLflow falls back on the kept ones), then opens the runs page (its charts with
+    `compare`, or one run's page with `run_id`: the Assistant kept closed there too)."""
     facets = {k: str(view[k]).lower() if isinstance(view[k], bool) else view[k] for k in URL_FACETS if k in view}
     query = {"workflowType": "machine_learning", **facets, **({"compareRunsMode": "CHART"} if compare else {})}
     target = f"/#/experiments/{experiment_id}/runs?{urlencode(query)}"
     if run_id:
         target = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-    ui_state = {k: v for k, v in view.items() if k not in URL_FACETS}
     script = (
         f"const items = {json.dumps(ASSISTANT_SHOWN)};"
         "for (const [k, v] of Object.entries(items)) localStorage.setItem(k, v);"
         f"const key = {json.dumps(ui_state_key(experiment_id))};"
         "let saved = {}; try { saved = JSON.parse(localStorage.getItem(key)) || {}; } catch (e) {}"
-        f"localStorage.setItem(key, JSON.stringify({{...saved, ...{json.dumps(ui_state)}}}));"
+        f"localStorage.setItem(key, JSON.stringify({{...saved, ...{json.dumps(view)}}}));"
         f"location.replace({json.dumps(target)});"
     )
     return (
