@@ -54,10 +54,10 @@ def view_key(sweep_id: str | None, compare: bool = False) -> str:
 # run name gets what is left, up to its longest name; MLflow's own columns other than "Created" go
 # after ours.
 TABLE_PX = 1035
-WIDTHS = {"created": 115, "verdict": 120, "freeze": 95, "figure": 90, "sweep": 175}
+WIDTHS = {"created": 105, "verdict": 115, "freeze": 95, "sweep": 170}  # the figures': their header's
 # Its two charts side by side, each wide enough for four parallel axes.
 SECTION = {"display": True, "isReordered": False, "columns": 2, "cardHeight": 400}
-MIN_NAME_PX, CHAR_PX = 150, 6  # about one character of the runs table's font, plus the colour dot
+MIN_NAME_PX, CHAR_PX = 110, 6  # about one character of the runs table's font
 
 
 def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, compare: bool = False) -> dict:
@@ -72,9 +72,10 @@ def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, co
     verdict, freeze, sweep = f"tags.`{names.VIEW_VERDICT}`", f"params.`{names.P_FREEZE}`", f"tags.`{names.SWEEP_ID}`"
     columns = [verdict, freeze, *(f"tags.`{t}`" for t in decision), *[sweep] * (sweep_id is None)]
     widths = {CREATED: WIDTHS["created"], verdict: WIDTHS["verdict"], freeze: WIDTHS["freeze"], sweep: WIDTHS["sweep"]}
-    widths = {c: widths.get(c, WIDTHS["figure"]) for c in [CREATED, *columns]}
+    widths |= {f"tags.`{t}`": CHAR_PX * len(t) + 32 for t in decision}  # the header whole, its sort arrow too
+    widths = {c: widths[c] for c in [CREATED, *columns]}
     room = TABLE_PX - sum(widths.values())
-    widths[RUN_NAME] = max(MIN_NAME_PX, min(room, CHAR_PX * longest_name + 40))
+    widths[RUN_NAME] = max(MIN_NAME_PX, min(room, CHAR_PX * longest_name + 40))  # + the colour dot
     filters = [f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"] * (sweep_id is not None)
     filters += [f"tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'"] * compare
     return {

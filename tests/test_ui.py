@@ -8,6 +8,7 @@ folder, and also to $FREEZE_SWEEP_SHOTS when set.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from sweep.report.parent import RECOMMENDED, RECOMMENDED_RUNS
 from sweep.tracking import names
 from sweep.tracking.lifecycle import SweepInfo
+from sweep.ui import CREATED, RUN_NAME, TABLE_PX, runs_view
 from tests.conftest import ROOT, Sweep, run_sweep
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,7 +43,6 @@ CHROMIUM_ARGS = [
 UI_START_S = 240  # the MLflow server starts in 5-60 s, more on a loaded machine
 PAGE_TIMEOUT_MS = 120_000
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
 # A link's text ends inside the link and the link inside its cell: not cut by an ellipsis.
 TEXT_FITS = """e => {
     const text = document.createRange(); text.selectNodeContents(e);
@@ -106,9 +107,10 @@ def shoot(page, tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def two_sweeps(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Sweep, Sweep]:
-    """Two sweeps in one store, the second with another setting (batch), as a user makes them; 1 epoch each."""
+    """Two sweeps in one store, the second with another setting (batch), as a user makes them; as
+    cheap as that can be: 1 epoch each, one variant in the first."""
     root = tmp_path_factory.mktemp("two-sweeps")
-    first = run_sweep(root, cache_root, ["freeze=none,backbone", "train.epochs=1"], name="first", timeout=1800)
+    first = run_sweep(root, cache_root, ["freeze=backbone", "train.epochs=1"], name="first", timeout=1800)
     second = run_sweep(
         root, cache_root, ["freeze=none,all_but_head", "train.epochs=1", "train.batch=4"], name="second", timeout=1800
     )
@@ -117,6 +119,19 @@ def two_sweeps(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return first, second
 
 
+def test_the_decision_columns_fit_1366_px_beside_the_run_names_and_the_charts_show_the_variants_only() -> None:
+    for gpu, sweep_id in itertools.product((False, True), ("s1", None)):
+        view = runs_view(sweep_id, gpu, longest_name=30)
+        assert view["columnOrder"][:2] == [RUN_NAME, CREATED] and view["columnOrder"][2:-1] == view["selectedColumns"]
+        assert sum(view["columnWidths"].values()) <= TABLE_PX, (gpu, sweep_id)  # 30 characters fit
+        assert (f"tags.`{names.VIEW_GPU_MEM}`" in view["selectedColumns"]) == gpu
+        assert (f"tags.`{names.SWEEP_ID}`" in view["selectedColumns"]) == (sweep_id is None)  # --all: which sweep
+    assert runs_view("s1", False)["searchFilter"] == "tags.`sweep.id` = 's1'"
+    assert runs_view(None, False, compare=True)["searchFilter"] == "tags.`sweep.role` = 'variant'"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
 def test_the_ui_opens_on_the_latest_sweep_with_its_answer_in_view(
     two_sweeps: tuple[Sweep, Sweep], tmp_path: Path
 ) -> None:
