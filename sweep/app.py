@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AutoFreezer
+from sweep.budget.pause import RungPause
 from sweep.checkpoints import DEMO, output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
@@ -117,7 +118,11 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
         return status
     status["run_id"] = claim.run.info.run_id
     with ended_if_left_running(client, claim.run.info.run_id):
-        result = train_claimed(cfg, client, claim, spec, sweep, progress, job_dir)
+        result, pause = train_claimed(cfg, client, claim, spec, sweep, progress, job_dir)
+    if pause and pause.paused:  # a budgeted rung's share is trained: the sweeper decides what follows
+        status.update(pause.status())
+        progress.result(status["note"])
+        return status
     status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
     progress.result(result_line(result.metrics, job_dir / "train.log"))
     return status
@@ -144,16 +149,22 @@ def train_claimed(
     sweep: lifecycle.SweepInfo | None,
     progress: Progress,
     job_dir: Path,
-) -> TrainResult:
-    """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts."""
+) -> tuple[TrainResult | None, RungPause | None]:
+    """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts; in a
+    budgeted rung only up to the rung's allotment (none when it was trained already)."""
     run, save_dir = open_variant_run(client, claim, spec, cfg)
+    pause = RungPause.of(cfg, run)
+    if pause and pause.reached:
+        pause.skip()
+        return None, pause
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
     threads = cpu_threads_callbacks(spec.cpu_threads, spec.train_args["device"])
     workers = cpu_workers_callbacks(spec.cpu_workers, spec.train_args["workers"], spec.train_args["device"])
     load = machine_load_callbacks(run.log_metrics)
     auto = auto_freeze_callbacks(spec, run)
     data_wait = DataWait(run.log_metrics).callbacks()  # after the schedule's epoch start: its work is no wait
-    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load)
+    budget = pause.callbacks() if pause else {}  # after run's: the pause follows the epoch's logging
+    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget)
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
     with quiet, run, lifecycle.Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
@@ -167,7 +178,7 @@ def train_claimed(
                 resume=claim.resuming,
             )
         run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
-    return result
+    return result, pause
 
 
 def auto_freeze_callbacks(spec: VariantSpec, run: VariantRun) -> dict[str, list]:

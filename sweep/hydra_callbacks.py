@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.budget.checks import SWEEPER
 from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
 from sweep.files import MIB, check_output_dir, write_atomic
@@ -28,6 +29,7 @@ from sweep.tracking.store import first_line, open_experiment, sweep_tags
 
 log = logging.getLogger("sweep")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_SWEEPERS = (BASIC_SWEEPER, SWEEPER)  # jobs known in advance: ours expands them as the basic one does
 
 
 def expand_jobs(config: DictConfig) -> list[list[str]]:
@@ -76,7 +78,7 @@ class SweepCallback(Callback):
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = job_configs(config) if config.hydra.sweeper._target_ == BASIC_SWEEPER else []
+        jobs = job_configs(config) if config.hydra.sweeper._target_ in BASIC_SWEEPERS else []
         specs = [build_variant(job) for job in jobs]
         if jobs:
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))

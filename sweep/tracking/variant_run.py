@@ -104,6 +104,7 @@ class VariantRun:
         self._time_before_resume = 0.0
         self._previous_row_time = 0.0
         self._last_row: dict[str, float] | None = None
+        self.end_status = "FINISHED"  # how a training that returns ends the run; a budget's pause: SCHEDULED
 
     @classmethod
     def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
@@ -239,7 +240,7 @@ class VariantRun:
             self.client.set_tag(self.run_id, names.GPU_SOURCE, self.monitor.gpu_source)
         self.log_metrics(self.monitor.summary(), step=0)
         if exc is None:
-            self.client.set_terminated(self.run_id, "FINISHED")
+            self.client.set_terminated(self.run_id, self.end_status)
             return False
         message = failure_message(exc)
         self.client.set_tag(self.run_id, names.ERROR, message[:5000])
