@@ -33,13 +33,19 @@ def test_cut_keeps_the_first_epoch_that_reached_the_allotment() -> None:
 
 
 def test_compares_at_equal_cost_not_equal_epochs() -> None:
-    # Per epoch "slow" is better (0.5 vs 0.4 after one epoch), but "fast" has trained 3 epochs
-    # in the seconds "slow" needed for one, and is better at equal training time.
-    candidates = {"fast": [curve(1.0, [0.3, 0.4, 0.45])], "slow": [curve(3.0, [0.42])]}
-    decision = decide(candidates, rung=1, allotment_s=3.0, eta=2, tolerance=0.0)
-    assert decision.compared_at_s == pytest.approx(3.0)
+    # Per epoch "slow" is better (0.42 vs 0.30, then 0.43 vs 0.40), but "fast" trains 3 epochs in
+    # the seconds "slow" needs for one, and is better at equal training time.
+    candidates = {"fast": [curve(1.0, [0.3, 0.4, 0.45, 0.46, 0.46, 0.46])], "slow": [curve(3.0, [0.42, 0.43])]}
+    decision = decide(candidates, rung=1, allotment_s=6.0, eta=2, tolerance=0.0)
+    assert decision.compared_at_s == pytest.approx(6.0)
     assert decision.kept == ("fast",)
     assert "slow" in decision.stopped and "rung 1" in decision.stopped["slow"]
+
+
+def test_after_one_epoch_the_slope_is_the_average_rate_since_the_start() -> None:
+    assert curve(3.0, [0.42]).slope() == pytest.approx(0.14)
+    assert curve(1.0, [0.4, 0.4]).slope() == 0.0
+    assert curve(1.0, [0.4, 0.5], complete=True).slope() == 0.0
 
 
 def test_keeps_ceil_n_over_eta_plus_ties_within_tolerance() -> None:

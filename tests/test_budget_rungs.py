@@ -104,3 +104,39 @@ def test_a_budgeted_sweep_hit_then_re_run_keeps_the_trustworthy_record(
     record = json.loads((again.sweep_dir / "budget.json").read_text())
     assert [v["status"] for v in record["variants"]] == ["FINISHED", "FINISHED"]
     assert len(record["rungs"]) >= 1
+
+
+def test_the_rule_stops_a_paused_variant_finished_tagged_and_recorded(tmp_path: Path) -> None:
+    """Between rungs, from what the store holds: a paused run the rule drops ends FINISHED with its
+    rung and reason; its job's variant.json says FINISHED; a stop already recorded stands."""
+    from mlflow.entities import Metric
+
+    from sweep.budget.checks import Budget
+    from sweep.budget.rungs import Rungs, Variant
+    from sweep.tracking.store import open_experiment
+
+    client, experiment_id = open_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "freeze-sweep")
+    variants = []
+    for num, (epoch_s, scores) in enumerate([(1.0, [0.4, 0.5]), (1.0, [0.1, 0.1]), (2.0, [0.3])]):
+        run_id = client.create_run(experiment_id, run_name=f"v{num}").info.run_id
+        history = [Metric(names.EPOCH_TIME, epoch_s, 0, e) for e in range(1, len(scores) + 1)]
+        history += [Metric("mAP50-95", s, 0, e) for e, s in enumerate(scores, 1)]
+        client.log_batch(run_id, metrics=history)
+        client.set_terminated(run_id, "SCHEDULED")
+        variants.append(Variant(num, [f"freeze={num}"], f"freeze={num}", f"v{num}", run_id, "PAUSED"))
+    client.set_tag(variants[2].run_id, names.STOPPED_AT_RUNG, "1")  # a previous run of the sweep stopped it here
+    rungs = Rungs(sweeper=None, budget=Budget(2.0, 3.0, 0.0))
+    for variant in variants:  # the job folders the first rung made
+        (tmp_path / str(variant.num)).mkdir()
+    decision = rungs.judge(client, variants, rung=1)
+    assert decision.kept[0] == "freeze=0" and "freeze=1" in decision.stopped
+    for variant in variants:
+        if variant.candidate in decision.stopped or variant.stopped_at_rung == 1:
+            rungs.stop(client, tmp_path, variant, 1, decision.stopped.get(variant.candidate, ""))
+    stopped = client.get_run(variants[1].run_id)
+    assert stopped.info.status == "FINISHED" and stopped.data.tags[names.STOPPED_AT_RUNG] == "1"
+    assert stopped.data.tags[names.STOPPED_REASON].startswith("rung 1: mAP50-95 0.100 after 2.0 s of training")
+    assert client.get_run(variants[2].run_id).info.status == "FINISHED"  # the recorded stop stands
+    assert client.get_run(variants[0].run_id).info.status == "SCHEDULED"  # kept: paused for rung 2
+    status = json.loads((tmp_path / "1" / "variant.json").read_text())
+    assert status["status"] == "FINISHED" and status["stopped_at_rung"] == 1

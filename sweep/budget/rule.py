@@ -26,7 +26,8 @@ cumulative `epoch_time_s` first reached A, then paused):
 - kept: the best ceil(n / eta) candidates; every candidate within `tolerance` of the last of
   them (differences the verdict would not act on); and every unfinished candidate whose value at
   c plus its recent slope (least squares over its last SLOPE_EPOCHS epochs, mAP50-95 per training
-  second, never below 0) times (eta·A - c) exceeds the leader's, projected the same way.
+  second, never below 0; after one epoch, its average rate since the start) times (eta·A - c)
+  exceeds the leader's, projected the same way.
 
 The projection is linear while real curves bend down, so it favours steep (late) learners; that
 is the intent: keeping a late winner one rung too long costs one rung of one variant, dropping it
@@ -84,9 +85,12 @@ class Curve:
         return best
 
     def slope(self) -> float:
-        """mAP50-95 gained per training second lately (least squares over the last epochs), >= 0."""
-        if self.complete or len(self.costs) < 2:
+        """mAP50-95 gained per training second lately (least squares over the last epochs), >= 0;
+        after a single epoch, its average rate since the start (too few points to fit a line)."""
+        if self.complete or not self.costs:
             return 0.0
+        if len(self.costs) == 1:
+            return max(0.0, self.scores[0] / self.costs[0]) if self.costs[0] > 0 else 0.0
         xs, ys = self.costs[-SLOPE_EPOCHS:], self.scores[-SLOPE_EPOCHS:]
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
         spread = sum((x - mean_x) ** 2 for x in xs)

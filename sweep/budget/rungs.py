@@ -71,24 +71,22 @@ class Rungs:
         info = lifecycle.SweepInfo.read(sweep_dir)
         if info:
             client.set_tag(info.parent_run_id, names.BUDGET, self.budget.describe())
-        returns, alive, rung, job_idx = [], list(self.variants), 1, 0
+        returns, alive, rung = [], list(self.variants), 1
         while alive:
             final = len({v.candidate for v in alive}) == 1
-            batch = [
-                [*v.overrides, f"hydra.sweep.subdir={v.num}", *([] if final else [f"sweep.rung={rung}"])] for v in alive
-            ]
+            limit_s = None if final else allotment(self.budget.seconds, self.budget.eta, rung)
+            todo = [v for v in alive if needs_job(client, v, limit_s)]
+            batch = [[*v.overrides, f"hydra.sweep.subdir={v.num}", *[f"sweep.rung={rung}"] * (not final)] for v in todo]
             if rung == 1:
                 sweeper.validate_batch_is_legal(batch)
-            limit = (
-                "to the end" if final else f"up to {allotment(self.budget.seconds, self.budget.eta, rung):.1f} s each"
-            )
-            log.info("Budget rung %d: %d variants, training %s", rung, len(batch), limit)
-            results = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
-            for result in results:
-                _ = result.return_value  # a job that raised stops the sweep, as with the basic sweeper
-            returns.append(results)
-            job_idx += len(batch)
-            for variant in alive:
+            limit = "to the end" if final else f"up to {limit_s:.1f} s each"
+            log.info("Budget rung %d: %d of %d variants, training %s", rung, len(batch), len(alive), limit)
+            if batch:
+                results = sweeper.launcher.launch(batch, initial_job_idx=0)  # folders: hydra.sweep.subdir
+                for result in results:
+                    _ = result.return_value  # a job that raised stops the sweep, as with the basic sweeper
+                returns.append(results)
+            for variant in todo:
                 self.read_outcome(sweep_dir, variant)
             alive = [v for v in alive if v.status not in GONE]
             if final or not alive:
@@ -180,6 +178,17 @@ class Rungs:
             client.log_artifact(parent_run_id, str(sweep_dir / BUDGET_FILE))
         except Exception as error:  # the file in the sweep folder stands
             log.warning("%s not logged to the parent run: %s", BUDGET_FILE, type(error).__name__)
+
+
+def needs_job(client, variant: Variant, limit_s: float | None) -> bool:  # noqa: ANN001 (MlflowClient)
+    """Whether the variant has anything to train in this rung. Not when its run is FINISHED (trained
+    out, or stopped by an earlier run of the sweep), nor when it has trained the rung's allotment
+    already (a re-run after a kill): a job would only start and pause again."""
+    if variant.run_id is None or variant.status == "PENDING":
+        return True
+    if variant.status == "FINISHED":
+        return False
+    return limit_s is None or curve_of(client, variant.run_id, False).spent_s < limit_s
 
 
 def goes_on(variant: Variant, rung: int) -> bool:
