@@ -1,7 +1,7 @@
 """freeze=auto on the offline demo, over seeds: does it keep full fine-tuning's accuracy at a
 fraction of its training time?
 
-    python bench/bench_auto.py [--root DIR] [--quick]
+    python bench/bench_auto.py [--root DIR] [--quick] [--epochs N] [--seeds 0,1,2] [--set KEY=VALUE ...]
 
 Sweeps `freeze=none,backbone,auto` and the schedule `freeze=backbone unfreeze_epoch=4`
 (`backbone -> none @5`: bench_schedule.py found it keeps most of none's accuracy for less time),
@@ -11,6 +11,9 @@ mAP50-95 and train time, every seed's figures and auto's chosen schedule, and wh
 goal was met (auto's mean best mAP50-95 at most GOAL_MAP_DROP below none's, at GOAL_TIME_RATIO of
 none's mean train time or less) in bench/results/auto-*.json. `--quick` runs one seed of the
 tests' tiny config (4 epochs, `freeze_auto.patience=1`): it checks the script, not the figures.
+`--epochs N` trains longer than the demo's 8 (the schedule then unfreezes at half of them), the
+setting where auto has epochs left to profit from what it froze. Each variant also records the mean
+CPU share its process got (`machine/cpu_share_pct`): train times compare only when those are alike.
 """
 
 from __future__ import annotations
@@ -53,9 +56,15 @@ def seed_rows(root: Path) -> list[dict]:
                 "mAP50-95": m[names.BEST["mAP50-95"]],
                 "train_time_s": m[names.TRAIN_TIME],
                 "chosen": p.get(names.P_FREEZE_AUTO_CHOSEN),
+                "cpu_share_pct": mean_cpu_share(client, run.info.run_id),
             }
         )
     return found
+
+
+def mean_cpu_share(client, run_id: str) -> float | None:  # noqa: ANN001 (MlflowClient)
+    shares = [m.value for m in client.get_metric_history(run_id, names.CPU_SHARE)]
+    return statistics.fmean(shares) if shares else None
 
 
 def over_seeds(values: list[float]) -> dict:
@@ -75,6 +84,7 @@ def summarize(found: list[dict]) -> dict[str, dict]:
         variant: {
             "mAP50-95": over_seeds([r["mAP50-95"] for r in rows]),
             "train_time_s": over_seeds([r["train_time_s"] for r in rows]),
+            "cpu_share_pct": over_seeds([r["cpu_share_pct"] for r in rows if r["cpu_share_pct"] is not None] or [0.0]),
             "seeds": rows,
         }
         for variant, rows in variants.items()
@@ -95,14 +105,14 @@ def goal(summary: dict[str, dict]) -> dict:
 
 def markdown(summary: dict[str, dict]) -> str:
     lines = [
-        "| variant | seeds | best mAP50-95 (mean ± std) | train time (mean ± std) | auto chose |",
-        "|---|---:|---:|---:|---|",
+        "| variant | seeds | best mAP50-95 (mean ± std) | train time (mean ± std) | CPU share | auto chose |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for variant, s in sorted(summary.items(), key=lambda item: item[1]["train_time_s"]["mean"]):
         chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in s["seeds"] if r["chosen"])
         lines.append(
             f"| `{variant}` | {s['mAP50-95']['runs']} | {mean_std(s['mAP50-95'], '.3f')} "
-            f"| {mean_std(s['train_time_s'], '.0f')} s | {chosen} |"
+            f"| {mean_std(s['train_time_s'], '.0f')} s | {s['cpu_share_pct']['mean']:.0f}% | {chosen} |"
         )
     return "\n".join(lines)
 
@@ -116,8 +126,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, help="project folder (default: a new temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed: checks the script, not the figures")
+    parser.add_argument(
+        "--epochs", type=int, help="train.epochs (default: the demo's 8); the schedule unfreezes at half"
+    )
+    parser.add_argument("--seeds", help="comma-separated train.seed values (default: 0,1,2)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="more Hydra overrides for every variant"
+    )
     args = parser.parse_args()
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    if args.epochs:
+        size.update(overrides=[*size["overrides"], f"train.epochs={args.epochs}"], unfreeze_epoch=args.epochs // 2)
+    if args.seeds:
+        size["seeds"] = f"train.seed={args.seeds}"
+    size["overrides"] = [*size["overrides"], *args.set]
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sweep.report.parent import SERIES  # noqa: E402
-from sweep.tracking.lifecycle import SweepInfo  # noqa: E402
 from sweep.tracking.names import RECOMMENDED_MARK  # noqa: E402
+from sweep.tracking.parent_run import SweepInfo  # noqa: E402
 from tests.test_ui import open_browser, serve_ui  # noqa: E402
 
 SETTLE_MS = 5000  # let MLflow's charts finish drawing before the screenshot

@@ -19,13 +19,18 @@ from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
 from sweep.schedule import schedule_callbacks
 from sweep.signals import signals_interrupt
-from sweep.tracking import lifecycle, names
+from sweep.tracking import names
 from sweep.tracking.auto_freeze import AutoFreezeTracking
+from sweep.tracking.claims import Claim, claim_variant, mark_reused, supersede
 from sweep.tracking.credentials import redact
 from sweep.tracking.data_wait import DataWait
+from sweep.tracking.job_status import STATUS_FILE, Job, JobStatus, failure_message, outcome_of, write_status
 from sweep.tracking.machine_load import machine_load_callbacks
+from sweep.tracking.owners import Heartbeat
+from sweep.tracking.parent_run import SWEEP_FILE, SweepInfo
+from sweep.tracking.stale_runs import end_runs_killed
 from sweep.tracking.store import open_experiment
-from sweep.tracking.variant_run import VariantRun, failure_message
+from sweep.tracking.variant_run import VariantRun
 from sweep.training import TrainResult, cpu_threads_callbacks, cpu_workers_callbacks, merged, train
 from sweep.variant import VariantSpec, build_variant, describe
 from sweep.worker import variant_process
@@ -48,25 +53,23 @@ def prepare(cfg: DictConfig) -> VariantSpec:
     return spec
 
 
-def run_variant(cfg: DictConfig) -> dict:
+def run_variant(cfg: DictConfig, job: Job) -> JobStatus:
     """Train one variant into its MLflow run, unless it is already finished (reuse), held by a
     live run elsewhere (wait or skip), or part-done (resume from its last checkpoint)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    status = {"name": f"job {hc.job.get('num', 0)}", "status": "RUNNING", "run_id": None}
     with variant_process(sweep_owner(hc)), signals_interrupt():
         try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
             with own_gpu(cfg):
-                return train_variant(cfg, job_dir, status)
+                return train_variant(cfg, job_dir, job)
         except BaseException as error:
-            status.update(status="KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
-            status["error"] = failure_message(error)
+            job.end(error)
             raise
         finally:
             try:
-                lifecycle.write_status(job_dir, status)
+                write_status(job_dir, job.status)
             except OSError as error:  # the sweep's summary counts a job without variant.json as failed
-                log.error("%s: outcome not recorded in %s (%s)", status["name"], job_dir / lifecycle.STATUS_FILE, error)
+                log.error("%s: outcome not recorded in %s (%s)", job.name, job_dir / STATUS_FILE, error)
 
 
 def sweep_owner(hc) -> str:
@@ -74,7 +77,7 @@ def sweep_owner(hc) -> str:
     if hc.mode != RunMode.MULTIRUN:
         return ""
     try:
-        sweep = lifecycle.SweepInfo.read(Path(hc.sweep.dir))
+        sweep = SweepInfo.read(Path(hc.sweep.dir))
     except (OSError, ValueError, TypeError):
         return ""
     return sweep.owner if sweep else ""
@@ -94,15 +97,15 @@ def own_gpu(cfg: DictConfig):
         yield
 
 
-def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
+def train_variant(cfg: DictConfig, job_dir: Path, job: Job) -> JobStatus:
     """validate -> claim -> train -> track."""
     spec = prepare(cfg)
-    status["name"] = spec.run_name
+    job.name = spec.run_name
     sweep = current_sweep(HydraConfig.get())
     progress = progress_for(spec, sweep)
     progress.header(describe(spec).split(": ", 1)[1])
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-    claim = lifecycle.claim_variant(
+    claim = claim_variant(
         client,
         experiment_id,
         spec.config_hash(),
@@ -111,21 +114,19 @@ def train_variant(cfg: DictConfig, job_dir: Path, status: dict) -> dict:
         rerun=cfg.sweep.rerun,
         wait=cfg.sweep.on_held == "wait",
     )
+    job.run_id = claim.run.info.run_id
     if claim.outcome != "train":
-        lifecycle.mark_reused(client, claim.run, sweep)
-        status.update(reuse_status(spec, claim), run_id=claim.run.info.run_id)
-        progress.result(f"{status['status'].lower()}: {status['note']}")
+        mark_reused(client, claim.run, sweep)
+        status = reuse_status(job, claim)
+        progress.result(f"{status.outcome.value.lower()}: {status.note}")
         return status
-    status["run_id"] = claim.run.info.run_id
     with ended_if_left_running(client, claim.run.info.run_id):
         result, pause = train_claimed(cfg, client, claim, spec, sweep, progress, job_dir)
     if pause and pause.paused:  # a budgeted rung's share is trained: the sweeper decides what follows
-        status.update(pause.status())
-        progress.result(status["note"])
-        return status
-    status.update(status="FINISHED", metrics={k: float(v) for k, v in result.metrics.items()})
+        progress.result(pause.note())
+        return job.end(paused=True, note=pause.note())
     progress.result(result_line(result.metrics, job_dir / "train.log"))
-    return status
+    return job.end(metrics=result.metrics)
 
 
 @contextmanager
@@ -136,17 +137,16 @@ def ended_if_left_running(client: MlflowClient, run_id: str) -> Iterator[None]:
     try:
         yield
     except BaseException as error:
-        killed = isinstance(error, (KeyboardInterrupt, SystemExit))
-        lifecycle.end_runs_killed(client, [run_id], failure_message(error)[:5000], "KILLED" if killed else "FAILED")
+        end_runs_killed(client, [run_id], failure_message(error)[:5000], outcome_of(error).value)
         raise
 
 
 def train_claimed(
     cfg: DictConfig,
     client: MlflowClient,
-    claim: lifecycle.Claim,
+    claim: Claim,
     spec: VariantSpec,
-    sweep: lifecycle.SweepInfo | None,
+    sweep: SweepInfo | None,
     progress: Progress,
     job_dir: Path,
 ) -> tuple[TrainResult | None, RungPause | None]:
@@ -166,7 +166,7 @@ def train_claimed(
     budget = pause.callbacks() if pause else {}  # after run's: the pause follows the epoch's logging
     callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget)
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
-    with quiet, run, lifecycle.Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
+    with quiet, run, Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
             result = train(
                 spec.checkpoint or spec.arch,
@@ -189,7 +189,7 @@ def auto_freeze_callbacks(spec: VariantSpec, run: VariantRun) -> dict[str, list]
     return merged(freezer.callbacks(), AutoFreezeTracking(freezer, run).callbacks())
 
 
-def progress_for(spec: VariantSpec, sweep: lifecycle.SweepInfo | None) -> Progress:
+def progress_for(spec: VariantSpec, sweep: SweepInfo | None) -> Progress:
     hc = HydraConfig.get()
     k = int(hc.job.get("num") or 0) + 1 if sweep else 1
     n = sweep.n_variants if sweep and sweep.n_variants else "?" if sweep else 1
@@ -206,17 +206,17 @@ def result_line(metrics: dict, log_file: Path) -> str:
     return f"done: {', '.join(shown) or 'no validation metrics'} (log: {log_file})"
 
 
-def current_sweep(hc) -> lifecycle.SweepInfo | None:
+def current_sweep(hc) -> SweepInfo | None:
     """The sweep this job belongs to; a multirun job without one is an error, not a stray run."""
     if hc.mode != RunMode.MULTIRUN:
         return None
-    sweep = lifecycle.SweepInfo.read(Path(hc.sweep.dir))
+    sweep = SweepInfo.read(Path(hc.sweep.dir))
     if sweep is None:
-        raise RuntimeError(f"no {lifecycle.SWEEP_FILE} in {hc.sweep.dir}: the sweep has no parent run")
+        raise RuntimeError(f"no {SWEEP_FILE} in {hc.sweep.dir}: the sweep has no parent run")
     return sweep
 
 
-def variant_tags(spec: VariantSpec, save_dir: Path, sweep: lifecycle.SweepInfo | None) -> dict[str, str]:
+def variant_tags(spec: VariantSpec, save_dir: Path, sweep: SweepInfo | None) -> dict[str, str]:
     tags = {
         names.ROLE: names.ROLE_VARIANT,
         names.CONFIG_HASH: spec.config_hash(),
@@ -228,16 +228,17 @@ def variant_tags(spec: VariantSpec, save_dir: Path, sweep: lifecycle.SweepInfo |
     return tags
 
 
-def reuse_status(spec: VariantSpec, claim: lifecycle.Claim) -> dict:
+def reuse_status(job: Job, claim: Claim) -> JobStatus:
+    """A variant not trained here: finished by an earlier run (reused), or held by a live one."""
     run = claim.run
     if claim.outcome == "finished":
         note = f"run {run.info.run_id} already finished it (sweep.rerun=true retrains)"
-        log.info("Skipping %s: %s", spec.run_name, note)
-        return {"status": "FINISHED", "reused": True, "note": note}
+        log.info("Skipping %s: %s", job.name, note)
+        return job.end(reused=True, note=note)
     holder = f"sweep {run.data.tags.get(names.SWEEP_ID, '?')}, {run.data.tags.get(names.OWNER, '?')}"
     note = f"run {run.info.run_id} ({holder}) is training it (sweep.on_held=wait waits for it)"
-    log.info("Skipping %s: %s", spec.run_name, note)
-    return {"status": "HELD", "held_by": run.info.run_id, "note": note}
+    log.info("Skipping %s: %s", job.name, note)
+    return job.end(held=True, note=note)
 
 
 def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
@@ -254,7 +255,7 @@ def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
     return redact(OmegaConf.to_yaml(resolved))
 
 
-def open_variant_run(client, claim: lifecycle.Claim, spec: VariantSpec, cfg: DictConfig) -> tuple[VariantRun, Path]:
+def open_variant_run(client, claim: Claim, spec: VariantSpec, cfg: DictConfig) -> tuple[VariantRun, Path]:
     """The claimed run, new or continued from its last checkpoint; the leftovers it replaces are
     closed. Returns the run and the ultralytics save_dir."""
     run_id = claim.run.info.run_id
@@ -266,22 +267,22 @@ def open_variant_run(client, claim: lifecycle.Claim, spec: VariantSpec, cfg: Dic
     else:
         record_config_hash(save_dir, spec.config_hash())
         run = VariantRun.start(client, run_id, spec, cfg.tracking)
-    lifecycle.supersede(client, claim.leftovers, run_id)
+    supersede(client, claim.leftovers, run_id)
     return run, save_dir
 
 
-def run_job(cfg: DictConfig) -> dict | None:
+def run_job(cfg: DictConfig) -> JobStatus:
     """One Hydra job. In a sweep one failing variant must not stop the others: it is recorded
     (MLflow run FAILED, variant.json) and the sweep's end-of-run summary exits non-zero."""
+    job = Job(f"job {HydraConfig.get().job.get('num', 0)}")
     try:
-        return run_variant(cfg)
+        return run_variant(cfg, job)
     except ConfigError as error:
         if HydraConfig.get().mode == RunMode.RUN:
             exit_with(error)
         log.error("%s", error)
-        return {"status": "FAILED", "error": str(error)}
     except Exception as error:
         if HydraConfig.get().mode == RunMode.RUN:
             raise
         log.error("variant failed: %s", failure_message(error))  # its traceback: the run's error.traceback tag
-        return {"status": "FAILED", "error": failure_message(error)}
+    return job.status

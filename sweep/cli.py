@@ -25,7 +25,7 @@ register_train_defaults()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig):  # noqa: ANN201 (the job's JobStatus, for Hydra's JobReturn)
     from sweep.app import run_job
 
     return run_job(cfg)
@@ -52,9 +52,9 @@ def cli() -> None:
         end_broken_sweep(error)
         raise
     except KeyboardInterrupt as error:
-        from sweep.tracking import lifecycle
+        from sweep.tracking.parent_run import end_active_sweep
 
         name = str(error) or "SIGINT"
-        lifecycle.end_active_sweep(f"interrupted by {name}")
+        end_active_sweep(f"interrupted by {name}")
         print(f"freeze-sweep: interrupted by {name}; runs ended KILLED, a re-run resumes them", file=sys.stderr)
         sys.exit(exit_code(error))

@@ -23,9 +23,11 @@ from sweep.budget.checks import SWEEPER
 from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
 from sweep.files import MIB, check_output_dir, write_atomic
-from sweep.tracking import lifecycle
+from sweep.tracking import parent_run
 from sweep.tracking.credentials import redact
-from sweep.tracking.store import first_line, open_experiment, sweep_tags
+from sweep.tracking.job_status import Outcome, read_statuses
+from sweep.tracking.stale_runs import close_stale_runs, end_runs_killed
+from sweep.tracking.store import connect, first_line, open_experiment, sweep_tags
 
 log = logging.getLogger("sweep")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -88,7 +90,7 @@ class SweepCallback(Callback):
         )
         first = jobs[0] if jobs else config
         client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
-        lifecycle.close_stale_runs(client, [experiment_id])
+        close_stale_runs(client, [experiment_id])
         for job, spec in zip(jobs, specs, strict=True):
             if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
                 from sweep.demo.base import ensure_base
@@ -96,20 +98,20 @@ class SweepCallback(Callback):
                 ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-        parent = lifecycle.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
+        parent = parent_run.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
         if specs:
             record_parent_params(client, parent, specs)
-        info = lifecycle.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent, len(jobs), parallel)
+        info = parent_run.SweepInfo(client.tracking_uri, experiment_id, sweep_id, parent, len(jobs), parallel)
         try:
             info.write(sweep_dir)
         except OSError:  # checked a moment ago, yet full or read-only now: the parent must not stay RUNNING
-            lifecycle.end_runs_killed(client, [parent], f"{lifecycle.SWEEP_FILE} could not be written", "FAILED")
+            end_runs_killed(client, [parent], f"{parent_run.SWEEP_FILE} could not be written", "FAILED")
             raise
         _launched[:] = [sweep_dir, client.tracking_uri]  # in memory only: sweep.json has no credentials
         # From here on an error inside Hydra reaches `sweep.cli` (`end_broken_sweep`) instead of
         # being printed by Hydra with a traceback while the parent run stays RUNNING.
         os.environ["HYDRA_FULL_ERROR"] = "1"
-        lifecycle.start_active_sweep(client, info)
+        parent_run.start_active_sweep(client, info)
         log.info(
             "Sweep %s: MLflow parent run %s in experiment '%s' (%s)",
             sweep_id,
@@ -142,19 +144,17 @@ _launched: list = []  # (sweep dir, store URI) of the sweep this process started
 def finish_sweep(sweep_dir: Path, uri: str, problems: tuple[str, ...] = ()) -> None:
     """End the parent run, summarise, exit non-zero if a variant or the sweep's own bookkeeping
     (`problems`) failed. Whatever fails here is one line, and the summary still prints."""
-    from mlflow.tracking import MlflowClient
-
-    lifecycle.stop_active_sweep()
+    parent_run.stop_active_sweep()
     _launched.clear()
-    with exit_on_failure(f"{sweep_dir / lifecycle.SWEEP_FILE} unreadable"):
-        info = lifecycle.SweepInfo.read(sweep_dir)
+    with exit_on_failure(f"{sweep_dir / parent_run.SWEEP_FILE} unreadable"):
+        info = parent_run.SweepInfo.read(sweep_dir)
     if info is None:
         return
-    statuses = lifecycle.read_statuses(sweep_dir, info.n_variants)
-    failed = [s for s in statuses if s.get("status") not in ("FINISHED", "HELD")]
+    statuses = read_statuses(sweep_dir, info.n_variants)
+    failed = [s for s in statuses if not s.outcome.ok]
     problems = list(problems)
     try:
-        lifecycle.finish_parent_run(MlflowClient(uri), info, jobs_failed=bool(failed or problems))
+        parent_run.finish_parent_run(connect(uri), info, jobs_failed=bool(failed or problems))
     except Exception as error:
         problems.append(f"the sweep's parent run could not be finished: {type(error).__name__}: {first_line(error)}")
     write_sweep_report(uri, info.parent_run_id, sweep_dir / "report")
@@ -162,10 +162,10 @@ def finish_sweep(sweep_dir: Path, uri: str, problems: tuple[str, ...] = ()) -> N
         f"\nfreeze-sweep: {len(statuses) - len(failed)}/{len(statuses)} variants finished (sweep {info.sweep_id}, {sweep_dir})"
     )
     for status in statuses:
-        if status.get("status") == "HELD":
-            print(f"  HELD {status.get('name', '?')}: run {status.get('held_by')} of another sweep is training it")
+        if status.outcome is Outcome.HELD:
+            print(f"  HELD {status.name}: run {status.run_id} of another sweep is training it")
     for status in failed:
-        print(f"  FAILED {status.get('name', '?')}: {redact(str(status.get('error', 'unknown error')))}")
+        print(f"  FAILED {status.name}: {redact(status.error or 'unknown error')}")
     for problem in problems:
         print(f"freeze-sweep: error: {problem}", file=sys.stderr)
     if failed or problems:

@@ -13,12 +13,12 @@ coordinates, and accuracy against time.
 
 MLflow 3.17 opens an experiment on its GenAI overview unless the address says
 `workflowType=machine_learning`, keeps the runs page's columns in the browser, and opens an
-Assistant panel on a first visit: `sweep.ui_server` serves MLflow with one page of ours in front,
-which applies the view as the browser's own (see there). The default port is not 5000, where
+Assistant panel on a first visit: `mlflow server --app-name freeze-sweep` (`sweep.ui_server`)
+serves MLflow with one page of ours in front, which applies the view as the browser's own. The default port is not 5000, where
 `make services` runs the shared tracking server.
 
 Exit codes: 0 stopped with Ctrl-C, 1 the server did not start, 2 bad input (no store, no sweep,
-port taken).
+port taken, the app not installed).
 """
 
 from __future__ import annotations
@@ -40,33 +40,59 @@ from sweep.errors import USAGE_ERROR, ConfigError
 PROG = "freeze-sweep-ui"
 DEFAULT_PORT = 5050  # 5000 is the tracking server of `make services`
 ALL_SWEEPS = "all"
+# Column ids of MLflow 3.17's runs table (its ag-grid `colId`s): the run name, and two columns it
+# always shows ("Created" stays beside the name, whatever the order says).
+RUN_NAME, CREATED, DURATION = "attributes.`Run Name`", "runDateAndNestInfo", "duration"
 
 
-def view_key(sweep_id: str | None) -> str:
-    return f"freeze-sweep-{sweep_id or ALL_SWEEPS}"
+def view_key(sweep_id: str | None, compare: bool = False) -> str:
+    return f"freeze-sweep-{sweep_id or ALL_SWEEPS}{'-charts' * compare}"
 
 
-def runs_view(sweep_id: str | None, gpu_logged: bool) -> dict:
+# Column widths (px) that fit the decision columns into a 1366x768 window beside MLflow's sidebar:
+# about 1,035 px for the table's columns after its checkboxes. The run name gets what is left, up
+# to its longest name; MLflow's own columns other than "Created" go after ours.
+TABLE_PX = 1035
+WIDTHS = {"created": 115, "verdict": 120, "freeze": 95, "figure": 90, "sweep": 200}
+# Its two charts side by side, each wide enough for four parallel axes.
+SECTION = {"display": True, "isReordered": False, "columns": 2, "cardHeight": 400}
+MIN_NAME_PX, CHAR_PX = 180, 6  # about one character of the runs table's font, plus the colour dot
+
+
+def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, compare: bool = False) -> dict:
     """One sweep's runs (every sweep's with `sweep_id=None`, then with a sweep column) by freeze
-    level, with the columns that answer, and the compare charts; in MLflow's view-state format."""
+    level, with the columns that answer first and MLflow's own (created, duration) after them, and
+    the compare charts; in MLflow's view-state format. `compare`: the variants only (the charts'
+    runs; the parent has no figure of its own to plot)."""
     from sweep.tracking import names
 
     decision = [names.VIEW_MAP, names.VIEW_DELTA, names.VIEW_SPEEDUP, names.VIEW_TRAIN_TIME]
     decision += [names.VIEW_GPU_MEM] * gpu_logged
-    columns = [f"tags.`{names.VIEW_VERDICT}`", f"params.`{names.P_FREEZE}`", *(f"tags.`{t}`" for t in decision)]
+    verdict, freeze, sweep = f"tags.`{names.VIEW_VERDICT}`", f"params.`{names.P_FREEZE}`", f"tags.`{names.SWEEP_ID}`"
+    figures = [f"tags.`{t}`" for t in decision]
+    widths = {CREATED: WIDTHS["created"], verdict: WIDTHS["verdict"], freeze: WIDTHS["freeze"]}
+    widths |= dict.fromkeys(figures, WIDTHS["figure"])
+    room = TABLE_PX - sum(widths.values())  # the sweep column may go past the window's edge
+    widths[RUN_NAME] = max(MIN_NAME_PX, min(room, CHAR_PX * longest_name + 40))
+    columns = [verdict, freeze, *figures]
     if sweep_id is None:
-        columns.append(f"tags.`{names.SWEEP_ID}`")
+        columns.append(sweep)
+        widths[sweep] = WIDTHS["sweep"]
+    filters = [f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"] * (sweep_id is not None)
+    filters += [f"tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'"] * compare
     view = {
         "orderByKey": f"metrics.`{names.M_FROZEN_LAYERS}`",
         "orderByAsc": True,
         "selectedColumns": columns,
-        "columnWidths": {f"tags.`{names.VIEW_VERDICT}`": 140},
+        "columnOrder": [RUN_NAME, CREATED, *columns, DURATION],
+        "columnWidths": widths,
         "compareRunCharts": compare_charts(gpu_logged),
-        "compareRunSections": [{"uuid": "freeze-sweep", "name": "answer", "display": True, "isReordered": False}],
+        "compareRunSections": [{"uuid": "freeze-sweep", "name": "the answer", **SECTION}],
+        "isAccordionReordered": True,  # keeps our section first (MLflow otherwise sorts sections by name)
         "runsHiddenMode": "SHOW_ALL",
     }
-    if sweep_id is not None:
-        view["searchFilter"] = f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"
+    if filters:
+        view["searchFilter"] = " AND ".join(filters)
     return view
 
 
@@ -96,21 +122,25 @@ def compare_charts(gpu_logged: bool) -> list[dict]:
     ]
 
 
-def store_view(client, experiment_id: str, sweep_id: str | None) -> str:  # noqa: ANN001 (MlflowClient)
-    """The view as an experiment tag, where MLflow's "share view" keeps views; returns its key."""
+def store_view(client, experiment_id: str, sweep_id: str | None) -> None:  # noqa: ANN001 (MlflowClient)
+    """The runs view and its charts' as experiment tags (`view_key`), where MLflow's "share view" keeps views."""
     from sweep.tracking import names
     from sweep.ui_server import SHARED_VIEW_TAG
 
-    gpu = client.search_runs([experiment_id], f"tags.`{names.VIEW_GPU_MEM}` LIKE '%'", max_results=1)
-    key = view_key(sweep_id)
-    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + key, json.dumps(runs_view(sweep_id, bool(gpu))))
-    return key
+    shown = f"tags.`{names.SWEEP_ID}` = '{sweep_id}'" if sweep_id else ""
+    runs = client.search_runs([experiment_id], shown, max_results=1000)
+    gpu = any(names.VIEW_GPU_MEM in r.data.tags for r in runs)
+    longest = max((len(r.info.run_name or "") for r in runs), default=0)
+    for compare in (False, True):
+        view = runs_view(sweep_id, gpu, longest, compare)
+        client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + view_key(sweep_id, compare), json.dumps(view))
 
 
-def open_url(base_url: str, experiment_id: str, key: str, compare: bool = False) -> str:
+def open_url(base_url: str, experiment_id: str, sweep_id: str | None, compare: bool = False) -> str:
     """The landing page that applies the stored view and opens the runs table (or its charts)."""
     from sweep.ui_server import LANDING
 
+    key = view_key(sweep_id, compare)
     query = {"experiment": experiment_id, "view": key, **({"compare": "true"} if compare else {})}
     return f"{base_url}{LANDING}?{urlencode(query)}"
 
@@ -161,10 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = connect(uri)
         sweep = find_sweeps(client, args.experiment, [args.sweep] if args.sweep else [])[0]
         check_port(args.host, args.port)
+        check_app()
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    key = store_view(client, sweep.experiment_id, None if args.all else sweep.sweep_id)
+    shown = None if args.all else sweep.sweep_id
+    store_view(client, sweep.experiment_id, shown)
     # Ctrl-C and SIGTERM both stop the server: a shell's background job inherits SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -176,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         which = "every sweep" if args.all else f"sweep {sweep.sweep_id}"
         print(f"MLflow UI on {uri}\n")
-        print(f"{which}, runs by freeze level: {open_url(base, sweep.experiment_id, key)}")
-        print(f"{which}, compare charts:       {open_url(base, sweep.experiment_id, key, compare=True)}")
+        print(f"{which}, runs by freeze level: {open_url(base, sweep.experiment_id, shown)}")
+        print(f"{which}, compare charts:       {open_url(base, sweep.experiment_id, shown, compare=True)}")
         print(f"its summary (verdict, table, report):  {run_url(base, sweep.experiment_id, sweep.parent_run_id)}")
         print("\nCtrl-C stops it.", flush=True)
         server.wait()
@@ -190,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the server binds: a port a stopped server left in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -198,10 +232,25 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
+def check_app() -> None:
+    """`mlflow server --app-name` finds apps by their entry point, which only an install records."""
+    from importlib.metadata import entry_points
+
+    from sweep.ui_server import APP_NAME
+
+    if not any(e.name == APP_NAME for e in entry_points(group="mlflow.app")):
+        raise ConfigError(
+            f"MLflow app {APP_NAME!r} is not installed (an entry point of freeze-sweep since this version): "
+            "run `pip install -e .` in the project again"
+        )
+
+
 def start_server(tracking_uri: str, host: str, port: int) -> subprocess.Popen:
-    """MLflow's server (`sweep.ui_server`) in its own process group, so that stopping it stops its workers too."""
+    """`mlflow server` with our app in its own process group, so that stopping it stops its workers too."""
+    from sweep.ui_server import APP_NAME
+
     command = [
-        *(sys.executable, "-m", "sweep.ui_server"),
+        *(sys.executable, "-m", "mlflow", "server", "--app-name", APP_NAME, "--workers", "1"),
         *("--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)),
     ]
     return subprocess.Popen(command, start_new_session=True)

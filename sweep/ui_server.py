@@ -9,19 +9,20 @@ them. The page here applies a view stored as MLflow stores shared views (the exp
 shown, and goes on to the runs table with the view's filter and order in the address: no banner,
 no panel, every click afterwards the user's own.
 
-Run by `freeze-sweep-ui` as `python -m sweep.ui_server --backend-store-uri URI --host H --port P`,
-which prepares the store and serves as `mlflow server --backend-store-uri URI` does.
+Served by `mlflow server --app-name freeze-sweep` (the `mlflow.app` entry point in pyproject.toml,
+as MLflow's own `basic-auth` app is): MLflow sets up the store, the artifact root and the server;
+`freeze-sweep-ui` starts it that way.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from urllib.parse import urlencode
 
 from sweep.html_page import escape
 
+APP_NAME = "freeze-sweep"  # its `mlflow.app` entry point (pyproject.toml)
 LANDING = "/freeze-sweep/open"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: where MLflow's "share view" keeps a view
 # What MLflow's UI reads from the address (the rest of a view is the browser's UI state).
@@ -55,7 +56,8 @@ def landing_page(experiment_id: str, view: dict, compare: bool) -> str:
 
 
 def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
-    """MLflow's FastAPI app with the landing page in front of the routes MLflow mounts at `/`."""
+    """MLflow's FastAPI app with the landing page in front of the routes MLflow mounts at `/`
+    (a factory: `mlflow server` has set the store's environment before uvicorn calls it)."""
     from fastapi.responses import HTMLResponse, PlainTextResponse
     from fastapi.routing import APIRoute
     from mlflow.server import BACKEND_STORE_URI_ENV_VAR
@@ -74,34 +76,3 @@ def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
 
     app.router.routes.insert(0, APIRoute(LANDING, open_view, methods=["GET"]))
     return app
-
-
-def main() -> None:
-    """`mlflow server --backend-store-uri URI` with our app: the same store set-up and settings."""
-    p = argparse.ArgumentParser(prog="python -m sweep.ui_server")
-    p.add_argument("--backend-store-uri", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    args = p.parse_args()
-    import uvicorn
-    from mlflow import server
-    from mlflow.environment_variables import _MLFLOW_SGI_NAME
-    from mlflow.server.handlers import initialize_backend_stores
-    from mlflow.utils.server_cli_utils import resolve_default_artifact_root
-
-    artifact_root = resolve_default_artifact_root(True, None, args.backend_store_uri)
-    os.environ.update(
-        {
-            server.BACKEND_STORE_URI_ENV_VAR: args.backend_store_uri,
-            server.REGISTRY_STORE_URI_ENV_VAR: args.backend_store_uri,
-            server.ARTIFACT_ROOT_ENV_VAR: artifact_root,
-            server.SERVE_ARTIFACTS_ENV_VAR: "true",
-            _MLFLOW_SGI_NAME.name: "uvicorn",
-        }
-    )
-    initialize_backend_stores(args.backend_store_uri, args.backend_store_uri, artifact_root)
-    uvicorn.run("sweep.ui_server:create_app", factory=True, host=args.host, port=args.port, workers=1)
-
-
-if __name__ == "__main__":
-    main()

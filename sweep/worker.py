@@ -28,7 +28,7 @@ from contextlib import contextmanager
 import psutil
 
 from sweep.signals import interrupt_self
-from sweep.tracking.lifecycle import owner_tag
+from sweep.tracking.owners import owner_tag
 from sweep.tracking.periodic import Periodic
 
 log = logging.getLogger("sweep")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweep.tracking.lifecycle import STATUS_FILE
+from sweep.tracking.job_status import STATUS_FILE
 from tests.conftest import ROOT, TINY
 
 

@@ -29,12 +29,12 @@ from sweep.auto_freeze import (
     resolve_auto_freeze,
     settled,
 )
-from sweep.demo.data import DemoDataSpec, ensure_dataset
 from sweep.errors import ConfigError
 from sweep.freeze import architecture_of
 from sweep.tracking import names
 from sweep.training import merged, train
 from sweep.variant import build_variant
+from tests import test_schedule
 from tests.conftest import compose_config, run_sweep
 from tests.test_schedule import ARGS as SCHEDULE_ARGS
 
@@ -146,16 +146,9 @@ def test_the_config_hash_covers_the_knobs_and_leaves_fixed_levels_alone(cache_ro
 
 # ---- real trainings ----
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_dataset(DemoDataSpec("target", 16, 8, 64, 0), tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def base(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pretrained start: one epoch from scratch, so frozen layers hold trained weights and BN statistics."""
-    return train("yolov8n.yaml", data, tmp_path_factory.mktemp("base") / "run", [], {**ARGS, "epochs": 1}).last
+# The schedule tests' tiny data set and pretrained base (module-scoped: built again for this module).
+data = test_schedule.data
+base = test_schedule.base
 
 
 @dataclass

@@ -35,7 +35,7 @@ from sweep.report.runs import (
 from sweep.report.table import summarize
 from sweep.report.write import make_report
 from sweep.tracking import names
-from sweep.tracking.lifecycle import SweepInfo
+from sweep.tracking.parent_run import SweepInfo
 from sweep.tracking.store import connect, open_experiment
 from sweep.tracking.sweeps import find_sweeps
 from tests.background_sweep import BackgroundSweep

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.report.parent import RECOMMENDED, RECOMMENDED_RUNS
 from sweep.tracking import names
-from sweep.tracking.lifecycle import SweepInfo
+from sweep.tracking.parent_run import SweepInfo
 from tests.conftest import ROOT, Sweep, run_sweep
 
 CHROMIUM = "/usr/bin/chromium"
@@ -100,10 +100,12 @@ def shoot(page, tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def two_sweeps(cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Sweep, Sweep]:
-    """Two sweeps in one store, the second with another setting (epochs), as a user makes them."""
+    """Two sweeps in one store, the second with another setting (batch), as a user makes them; 1 epoch each."""
     root = tmp_path_factory.mktemp("two-sweeps")
-    first = run_sweep(root, cache_root, ["freeze=none,backbone"], name="first", timeout=1800)
-    second = run_sweep(root, cache_root, ["freeze=none,all_but_head", "train.epochs=3"], name="second", timeout=1800)
+    first = run_sweep(root, cache_root, ["freeze=none,backbone", "train.epochs=1"], name="first", timeout=1800)
+    second = run_sweep(
+        root, cache_root, ["freeze=none,all_but_head", "train.epochs=1", "train.batch=4"], name="second", timeout=1800
+    )
     for sweep in (first, second):
         assert sweep.result.returncode == 0, sweep.result.stdout[-3000:] + sweep.result.stderr[-3000:]
     return first, second
@@ -124,12 +126,12 @@ def test_the_ui_opens_on_the_latest_sweep_with_its_answer_in_view(
     assert parent.data.metrics["sweep/recommended_mAP50-95"] == pytest.approx(best["mAP50-95"])
     # Sweeps apart: the second sweep's variants say what sets them apart (epochs), the first's keep their names.
     for run_id in table["run_ids"].str.split(",").explode():
-        assert client.get_run(run_id).info.run_name.endswith(" · epochs 3")
+        assert client.get_run(run_id).info.run_name.endswith(" · batch 4")
     first_names = [
         r.info.run_name
         for r in client.search_runs([older.info.experiment_id], f"tags.`{names.SWEEP_ID}` = '{first.sweep_dir.name}'")
     ]
-    assert first_names and not any("epochs" in n for n in first_names)
+    assert first_names and not any("batch" in n for n in first_names)
 
     with serve_ui(second.tracking_uri) as urls, open_browser() as page:
         page.goto(urls["runs"])
@@ -147,9 +149,14 @@ def test_the_ui_opens_on_the_latest_sweep_with_its_answer_in_view(
         name_part = page.locator(f"[role='row'][row-index='{marked}']").all_inner_texts()
         assert client.get_run(recommended[0]).info.run_name in " ".join(name_part)
 
+        for name in page.locator("[col-id='attributes.`Run Name`'] a").all():  # run names not cut
+            assert name.evaluate("e => e.scrollWidth <= e.parentElement.clientWidth"), name.inner_text()
+
         page.goto(urls["compare"])
-        page.get_by_text("matching runs").first.wait_for()
+        page.get_by_text("Parallel Coordinates").first.wait_for()
         assert "compareRunsMode=CHART" in page.url and "workflowType=machine_learning" in page.url
+        assert page.get_by_text(f"{len(table)} matching runs").count() == 1  # the variants, not the parent
+        assert page.get_by_text(f"{names.TRAIN_TIME} vs. {names.BEST['mAP50-95']}").count() == 1  # the scatter
         shoot(page, tmp_path, "compare")
 
         page.goto(urls["summary"])

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from joblib import Parallel, delayed
 
-from sweep.tracking.lifecycle import owner_tag
+from sweep.tracking.owners import owner_tag
 from sweep.worker import POLL_S, launching_ancestor, variant_process
 from tests.conftest import ROOT
 
@@ -68,7 +68,7 @@ time.sleep(120)
 # through a middle process that outlives it (submitit local's controller), then waits.
 LAUNCHER = """
 import subprocess, sys, time
-from sweep.tracking.lifecycle import owner_tag
+from sweep.tracking.owners import owner_tag
 middle = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])"] if sys.argv[4] else []
 subprocess.Popen([*middle, sys.executable, "-c", sys.argv[1], owner_tag(), sys.argv[2], sys.argv[3]])
 time.sleep(300)

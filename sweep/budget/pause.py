@@ -50,10 +50,9 @@ class RungPause:
         self.paused = True
         self.run.client.set_terminated(self.run.run_id, PAUSED)
 
-    def status(self) -> dict:
-        """The job's outcome for the sweep's summary and the sweeper (variant.json)."""
-        note = f"paused at rung {self.rung}: {self.spent_s:.1f} s of training (allotment {self.allotment_s:.1f} s)"
-        return {"status": "PAUSED", "rung": self.rung, "training_s": round(self.spent_s, 3), "note": note}
+    def note(self) -> str:
+        """What the job did, for the console and its variant.json."""
+        return f"paused at rung {self.rung}: {self.spent_s:.1f} s of training (allotment {self.allotment_s:.1f} s)"
 
     @property
     def reached(self) -> bool:

@@ -25,7 +25,9 @@ from omegaconf import OmegaConf
 from sweep.budget.checks import Budget
 from sweep.budget.rule import Curve, Decision, allotment, decide
 from sweep.files import write_atomic
-from sweep.tracking import lifecycle, names
+from sweep.tracking import names
+from sweep.tracking.job_status import STATUS_FILE, JobStatus, Outcome, write_status
+from sweep.tracking.parent_run import SweepInfo
 
 log = logging.getLogger("sweep")
 BUDGET_FILE = "budget.json"
@@ -68,7 +70,7 @@ class Rungs:
             Variant(num, job, label) for num, (job, label) in enumerate(zip(jobs, labels(jobs), strict=True))
         ]
         client = self.client(jobs[0])
-        info = lifecycle.SweepInfo.read(sweep_dir)
+        info = SweepInfo.read(sweep_dir)
         if info:
             client.set_tag(info.parent_run_id, names.BUDGET, self.budget.describe())
         returns, alive, rung = [], list(self.variants), 1
@@ -126,14 +128,14 @@ class Rungs:
         return client
 
     def read_outcome(self, sweep_dir: Path, variant: Variant) -> None:
-        path = sweep_dir / str(variant.num) / lifecycle.STATUS_FILE
+        """What the variant's job of this rung did (its variant.json): any launcher, any host."""
         try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            status = {"status": "FAILED"}
-        variant.status = status.get("status", "FAILED")
-        variant.name = status.get("name", variant.name)
-        variant.run_id = status.get("run_id") or variant.run_id
+            status = JobStatus.from_json(json.loads((sweep_dir / str(variant.num) / STATUS_FILE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            variant.status = "FAILED"
+            return
+        variant.status, variant.name = status.outcome.value, status.name
+        variant.run_id = status.run_id or variant.run_id
 
     def judge(self, client, alive: list[Variant], rung: int) -> Decision:  # noqa: ANN001 (MlflowClient)
         """The rule over the candidates' curves; a stop already recorded on a run (a re-run of a
@@ -161,9 +163,8 @@ class Rungs:
             client.set_terminated(variant.run_id, "FINISHED")
         variant.stopped_at_rung, variant.status = rung, "FINISHED"
         log.info("Budget rung %d: stopped %s: %s", rung, variant.name, reason)
-        job_dir = sweep_dir / str(variant.num)
-        status = {"name": variant.name, "status": "FINISHED", "run_id": variant.run_id, "stopped_at_rung": rung}
-        lifecycle.write_status(job_dir, {**status, "note": reason})
+        note = f"stopped by the budget, {reason}"
+        write_status(sweep_dir / str(variant.num), JobStatus(variant.name, Outcome.FINISHED, variant.run_id, note))
 
     def write(self, sweep_dir: Path) -> None:
         record = {

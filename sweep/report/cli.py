@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sweep.report.verdict import check_tolerance
     from sweep.report.write import make_report
-    from sweep.tracking.lifecycle import close_stale_runs
+    from sweep.tracking.stale_runs import close_stale_runs
     from sweep.tracking.store import connect, default_tracking_uri, first_line
     from sweep.tracking.sweeps import find_sweeps
 

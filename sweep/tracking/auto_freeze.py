@@ -32,7 +32,8 @@ class AutoFreezeTracking:
     def _on_train_start(self, trainer) -> None:
         """The rule (the same value again on a resume); epochs a killed attempt trained but never logged."""
         client, run_id = self.run.client, self.run.run_id
-        client.log_param(run_id, names.P_FREEZE_AUTO, self.freezer.policy.as_param())
+        with self.run.contained(f"param {names.P_FREEZE_AUTO}"):
+            client.log_param(run_id, names.P_FREEZE_AUTO, self.freezer.policy.as_param())
         self._logged = {m.step for m in client.get_metric_history(run_id, names.M_FROZEN_LAYERS) if m.step > 0}
         for record in self.freezer.records:
             self._log(record)
@@ -40,9 +41,10 @@ class AutoFreezeTracking:
     def _on_fit_epoch_end(self, trainer) -> None:
         if self.freezer.records and self.freezer.records[-1]["epoch"] == trainer.epoch + 1:
             self._log(self.freezer.records[-1])
-            self.run.client.log_artifact(
-                self.run.run_id, str(self.freezer.state_file(trainer)), names.ARTIFACT_AUTO_FREEZE
-            )
+            with self.run.contained(f"artifact {names.ARTIFACT_AUTO_FREEZE}"):
+                self.run.client.log_artifact(
+                    self.run.run_id, str(self.freezer.state_file(trainer)), names.ARTIFACT_AUTO_FREEZE
+                )
 
     def _log(self, record: dict) -> None:
         if record["epoch"] in self._logged:  # never twice: a resumed run may redo an epoch
@@ -60,4 +62,5 @@ class AutoFreezeTracking:
             (names.P_FREEZE_SCHEDULE, schedule.as_param()),
             (names.P_FREEZE_AUTO_CHOSEN, schedule.label),
         ):
-            self.run.client.log_param(self.run.run_id, key, value)
+            with self.run.contained(f"param {key}"):
+                self.run.client.log_param(self.run.run_id, key, value)

@@ -12,7 +12,7 @@ ROLE = "sweep.role"  # "parent" or "variant"
 ROLE_PARENT = "parent"
 ROLE_VARIANT = "variant"
 
-# Tags on every run: who runs it, and proof of life (see sweep/tracking/lifecycle.py).
+# Tags on every run: who runs it, and proof of life (see sweep/tracking/owners.py).
 OWNER = "sweep.owner"  # host:pid:process start time
 HEARTBEAT = "sweep.heartbeat"  # unix seconds, refreshed while the owner lives
 CLOSED_REASON = "sweep.closed_reason"  # why a run ended KILLED: a signal, or its owner was gone
@@ -33,6 +33,7 @@ ERROR = "error"
 ERROR_TRACEBACK = "error.traceback"
 REUSED_BY = "sweep.reused_by."  # + parent run id, on a FINISHED run a later sweep reused (value: its sweep id)
 SUPERSEDED_BY = "superseded_by"  # on an unfinished run replaced by a newer run of the same config
+FIGURES_MISSING = "sweep.figures_missing"  # what the store refused while the variant trained on
 STOPPED_AT_RUNG = "sweep.stopped_at_rung"  # a budgeted sweep stopped the variant after this rung (FINISHED)
 STOPPED_REASON = "sweep.stopped_reason"  # ... and why: its figures against those kept (sweep/budget/rule.py)
 

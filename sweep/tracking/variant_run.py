@@ -7,18 +7,21 @@ leaks from one variant to the next in a reused process.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweep.schedule import trainable_params
 from sweep.tracking import names
 from sweep.tracking.credentials import redact
+from sweep.tracking.job_status import Outcome, failure_message, outcome_of
 from sweep.tracking.resources import ResourceMonitor, gpu_indices
 from sweep.tracking.results_follower import ResultsFollower, parse_rows
 from sweep.train_defaults import train_defaults
@@ -28,7 +31,8 @@ log = logging.getLogger(__name__)
 
 LR_KEY = "lr/pg0"
 ALWAYS_LOGGED = ("epochs", "imgsz", "batch", "device", "seed", "optimizer")  # train.* params every run has
-OOM_HINT = "out of memory: try a smaller train.batch or train.imgsz, or freeze more layers"
+BATCH_MAX = 1000  # MLflow's most metrics in one log_batch
+PENDING_MAX = 20_000  # metric points kept for a store that is away; older ones beyond are lost (and said so)
 
 
 def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
@@ -49,13 +53,6 @@ def run_description(spec: VariantSpec) -> str:
         f"{spec.architecture.num_layers} layers); {p.trainable:,} of {p.total:,} parameters trainable "
         f"({p.trainable_pct:.1f}%). Starts from `{spec.checkpoint or spec.arch}`, trains on `{spec.data.yaml}`."
     )
-
-
-def failure_message(error: BaseException) -> str:
-    message = redact(f"{type(error).__name__}: {error}")
-    if "out of memory" in str(error).lower():
-        message = f"{message} -- hint: {OOM_HINT}"
-    return message
 
 
 def variant_params(spec: VariantSpec) -> dict[str, str]:
@@ -104,6 +101,10 @@ class VariantRun:
         self._time_before_resume = 0.0
         self._previous_row_time = 0.0
         self._last_row: dict[str, float] | None = None
+        self._pending: list[Metric] = []  # points the store refused so far: sent with the next ones
+        self._lost: list[str] = []  # what could not be recorded, for the run's `sweep.figures_missing`
+        self._said = ""  # the last store error warned about: said once, not every epoch
+        self._lock = threading.Lock()  # the epoch callbacks and the background samplers log alike
         self.end_status = "FINISHED"  # how a training that returns ends the run; a budget's pause: SCHEDULED
 
     @classmethod
@@ -170,10 +171,60 @@ class VariantRun:
         self.log_metrics(final, step=int((self._last_row or {}).get("epoch", 0)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Never raises: tracking must not crash training (ultralytics' own MLflow callback holds
+        the same rule). Points the store refuses are kept and sent with the next ones; what is
+        still unsent when the run ends is named in its `sweep.figures_missing` tag."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+        with self._lock:
+            self._pending += batch
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        while self._pending:
+            chunk = self._pending[:BATCH_MAX]
+            try:
+                self.client.log_batch(self.run_id, metrics=chunk)
+            except Exception as error:
+                self._store_failed("metrics", error)
+                if len(self._pending) > PENDING_MAX:
+                    self._lost.append(f"{len(self._pending) - PENDING_MAX} metric points ({self._said})")
+                    del self._pending[:-PENDING_MAX]
+                return
+            del self._pending[: len(chunk)]
+
+    @contextmanager
+    def contained(self, what: str) -> Iterator[None]:
+        """A store write from a training callback (an artifact, a param) that must not fail the
+        training: an error is warned about once, and named in the run's record when it ends."""
+        try:
+            yield
+        except Exception as error:
+            self._store_failed(what, error)
+            self._lost.append(f"{what} ({self._said})")
+
+    def _store_failed(self, what: str, error: Exception) -> None:
+        text = str(error).strip()
+        reason = redact(f"{type(error).__name__}: {text.splitlines()[0] if text else ''}")[:400]
+        if reason != self._said:
+            log.warning("%s: %s not recorded in MLflow, training goes on: %s", self.spec.run_name, what, reason)
+        self._said = reason
+
+    def close_record(self) -> None:
+        """Send what the store refused during training; say in the run what never got there."""
+        with self._lock:
+            self._send_pending()
+            if self._pending:
+                self._lost.append(f"{len(self._pending)} metric points ({self._said})")
+                self._pending.clear()
+        if not self._lost:
+            return
+        try:
+            self.client.set_tag(self.run_id, names.FIGURES_MISSING, "; ".join(self._lost)[:5000])
+        except Exception as error:
+            log.warning(
+                "%s: figures missing, and not said in its run: %s", self.spec.run_name, redact(str(error))[:200]
+            )
 
     def callbacks(self) -> dict[str, list]:
         return {
@@ -239,6 +290,7 @@ class VariantRun:
         if self.monitor.gpu_source:
             self.client.set_tag(self.run_id, names.GPU_SOURCE, self.monitor.gpu_source)
         self.log_metrics(self.monitor.summary(), step=0)
+        self.close_record()
         if exc is None:
             self.client.set_terminated(self.run_id, self.end_status)
             return False
@@ -247,12 +299,12 @@ class VariantRun:
         self.client.set_tag(
             self.run_id, names.ERROR_TRACEBACK, redact("".join(traceback.format_exception(exc_type, exc, tb)))[-5000:]
         )
-        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))  # a signal, or submitit requeueing the job
-        if killed:
+        outcome = outcome_of(exc)
+        if outcome is Outcome.KILLED:
             self.client.set_tag(
                 self.run_id, names.CLOSED_REASON, f"interrupted ({exc or 'SIGINT'}); resumes from last.pt"
             )
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        self.client.set_terminated(self.run_id, outcome.value)
         return False
 
     def log_artifacts(self, save_dir: Path, job_dir: Path, log_weights: bool, resolved_config: str) -> None:
