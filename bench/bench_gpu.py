@@ -361,12 +361,13 @@ def yolo_with_peaks() -> None:
 
 def prepare(overrides: list[str]) -> None:
     """Generate the experiment's data into the shared cache (what the first sweep would do first)."""
-    from sweep.datasets import resolve_data
+    from sweep.sources import data_source
+    from sweep.variant import plain
     from tests.conftest import compose_config
 
     started = time.perf_counter()
     cfg = compose_config(ROOT, overrides, shrink=False)
-    resolve_data(cfg.data, Path(cfg.paths.cache_dir))
+    data_source(plain(cfg.data), Path(cfg.paths.cache_dir))
     print(f"data ready in {cfg.paths.cache_dir} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

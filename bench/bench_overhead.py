@@ -225,12 +225,12 @@ def run_pairs(root: Path, overrides: list[str], pairs: int, profile: Path | None
 
 
 def variant_spec(root: Path, overrides: list[str]):
-    """The resolved variant a sweep job trains (sweep.variant.build_variant on the same config),
+    """The resolved variant a sweep job trains (sweep.variant.resolve on the same config),
     after the warm-up built its data and base: what the plain command line must repeat."""
-    from sweep.variant import build_variant
+    from sweep.variant import resolve
     from tests.conftest import compose_config
 
-    return build_variant(compose_config(root, overrides, shrink=False))
+    return resolve(compose_config(root, overrides, shrink=False))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The README's pictures, from a real demo run, at 1366x768 in a fresh browser as a newcomer sees
-them: the report, the MLflow runs table `freeze-sweep-ui` opens, MLflow's chart of accuracy against
-freeze level, and a compare heatmap.
+them: the report, the MLflow runs table `freeze-sweep-ui` opens and its compare charts, MLflow's
+chart of accuracy against freeze level, and a compare heatmap.
 
     .venv/bin/python scripts/readme_images.py                    # runs the demo sweep (as `make demo`)
     .venv/bin/python scripts/readme_images.py --root /tmp/demo   # reuses the sweep already under /tmp/demo
 
 Needs Debian's chromium and the playwright package (as the browser test does). Writes
-docs/images/{report,report_against_freeze,mlflow_runs,mlflow_chart,compare_heatmap}.png.
+docs/images/{report,report_against_freeze,mlflow_runs,mlflow_compare,mlflow_chart,compare_heatmap}.png.
 """
 
 from __future__ import annotations
@@ -59,7 +59,13 @@ def main() -> None:
         page.get_by_text(RECOMMENDED_MARK).first.wait_for()
         page.wait_for_timeout(SETTLE_MS)
         page.screenshot(path=str(args.out / "mlflow_runs.png"))
-        page.goto(urls["summary"].replace("?", "/model-metrics?", 1))
+        page.goto(urls["compare"])
+        page.get_by_text("Parallel Coordinates").first.wait_for()
+        page.wait_for_timeout(SETTLE_MS)
+        page.screenshot(path=str(args.out / "mlflow_compare.png"))
+        page.goto(urls["summary"])  # the landing page, which goes on to the parent run's page
+        page.wait_for_url("**/runs/**")
+        page.goto(page.url.replace("?", "/model-metrics?", 1))
         page.get_by_text(f"{SERIES}/mAP50-95").first.wait_for()
         page.locator("svg.main-svg").first.wait_for(timeout=120_000)  # the charts drawn, not their spinners
         page.wait_for_timeout(SETTLE_MS)

@@ -1,4 +1,8 @@
-"""One Hydra job = one variant: validate -> claim -> train -> track."""
+"""One Hydra job = one variant: resolve -> claim -> train -> track.
+
+`run_variant` is the job's door: it turns the job's config into a `VariantSpec` and `JobSettings`
+(`sweep.variant`); everything after it works on those plain values.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AutoFreezer
 from sweep.budget.pause import RungPause
-from sweep.checkpoints import DEMO, output_dir_for, record_config_hash
+from sweep.checkpoints import output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
+from sweep.gpu_lease import gpu_count, lease_gpu
 from sweep.schedule import schedule_callbacks
 from sweep.signals import signals_interrupt
 from sweep.tracking import names
@@ -32,25 +37,10 @@ from sweep.tracking.stale_runs import end_runs_killed
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun
 from sweep.training import TrainResult, cpu_threads_callbacks, cpu_workers_callbacks, merged, train
-from sweep.variant import VariantSpec, build_variant, describe
+from sweep.variant import JobSettings, VariantSpec, describe, resolve, resolve_job, saved_variant
 from sweep.worker import variant_process
 
 log = logging.getLogger("sweep")
-
-
-ON_HELD = ("wait", "skip")
-
-
-def prepare(cfg: DictConfig) -> VariantSpec:
-    """Validate the variant, then build the demo base it starts from if needed."""
-    if cfg.sweep.on_held not in ON_HELD:
-        raise ConfigError(f"sweep.on_held={cfg.sweep.on_held}: use {' or '.join(ON_HELD)}")
-    spec = build_variant(cfg)
-    if spec.weights == DEMO:
-        from sweep.demo.base import ensure_base
-
-        ensure_base(cfg.model, Path(cfg.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
-    return spec
 
 
 def run_variant(cfg: DictConfig, job: Job) -> JobStatus:
@@ -60,8 +50,11 @@ def run_variant(cfg: DictConfig, job: Job) -> JobStatus:
     job_dir = Path(hc.runtime.output_dir)
     with variant_process(sweep_owner(hc)), signals_interrupt():
         try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
-            with own_gpu(cfg):
-                return train_variant(cfg, job_dir, job)
+            settings = resolve_job(cfg)
+            spec = job_variant(hc) or resolve(cfg)
+            with own_gpu(spec, settings) as spec:
+                spec.weights_source.ensure(spec.device, spec.cpu_threads)  # the demo base: built once, here if not yet
+                return train_variant(spec, settings, job_dir, job)
         except BaseException as error:
             job.end(error)
             raise
@@ -83,36 +76,40 @@ def sweep_owner(hc) -> str:
     return sweep.owner if sweep else ""
 
 
+def job_variant(hc) -> VariantSpec | None:
+    """The variant the launching process resolved for this job, on this host: resolved once."""
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    task = [o for o in hc.overrides.task if not o.startswith("sweep.rung=")]  # a budget's rung: not the variant
+    return saved_variant(Path(hc.sweep.dir), task)
+
+
 @contextmanager
-def own_gpu(cfg: DictConfig):
+def own_gpu(spec: VariantSpec, settings: JobSettings) -> Iterator[VariantSpec]:
     """With `train.device: null` on a GPU machine, the variant leases a GPU no other variant holds
-    (parallel workers, a second sweep) for as long as it trains."""
-    from sweep.gpu_lease import gpu_count, lease_gpu
-
-    if cfg.train.device is not None or not gpu_count():
-        yield
+    (parallel workers, a second sweep) for as long as it trains, and trains there."""
+    if not settings.lease_gpu or not gpu_count():
+        yield spec
         return
-    with lease_gpu(Path(cfg.paths.cache_dir) / "gpu-locks", per_gpu=cfg.sweep.variants_per_gpu) as gpu:
-        cfg.train.device = str(gpu)
-        yield
+    with lease_gpu(settings.cache_dir / "gpu-locks", per_gpu=settings.variants_per_gpu) as gpu:
+        yield spec.on_device(str(gpu))
 
 
-def train_variant(cfg: DictConfig, job_dir: Path, job: Job) -> JobStatus:
-    """validate -> claim -> train -> track."""
-    spec = prepare(cfg)
+def train_variant(spec: VariantSpec, settings: JobSettings, job_dir: Path, job: Job) -> JobStatus:
+    """claim -> train -> track."""
     job.name = spec.run_name
     sweep = current_sweep(HydraConfig.get())
     progress = progress_for(spec, sweep)
     progress.header(describe(spec).split(": ", 1)[1])
-    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    client, experiment_id = open_experiment(settings.tracking.uri, settings.tracking.experiment)
     claim = claim_variant(
         client,
         experiment_id,
         spec.config_hash(),
         spec.run_name,
         variant_tags(spec, output_dir_for(job_dir, spec.config_hash()), sweep),
-        rerun=cfg.sweep.rerun,
-        wait=cfg.sweep.on_held == "wait",
+        rerun=settings.rerun,
+        wait=settings.on_held == "wait",
     )
     job.run_id = claim.run.info.run_id
     if claim.outcome != "train":
@@ -121,7 +118,7 @@ def train_variant(cfg: DictConfig, job_dir: Path, job: Job) -> JobStatus:
         progress.result(f"{status.outcome.value.lower()}: {status.note}")
         return status
     with ended_if_left_running(client, claim.run.info.run_id):
-        result, pause = train_claimed(cfg, client, claim, spec, sweep, progress, job_dir)
+        result, pause = train_claimed(settings, client, claim, spec, sweep, progress, job_dir)
     if pause and pause.paused:  # a budgeted rung's share is trained: the sweeper decides what follows
         progress.result(pause.note())
         return job.end(paused=True, note=pause.note())
@@ -142,7 +139,7 @@ def ended_if_left_running(client: MlflowClient, run_id: str) -> Iterator[None]:
 
 
 def train_claimed(
-    cfg: DictConfig,
+    settings: JobSettings,
     client: MlflowClient,
     claim: Claim,
     spec: VariantSpec,
@@ -152,20 +149,20 @@ def train_claimed(
 ) -> tuple[TrainResult | None, RungPause | None]:
     """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts; in a
     budgeted rung only up to the rung's allotment (none when it was trained already)."""
-    run, save_dir = open_variant_run(client, claim, spec, cfg)
-    pause = RungPause.of(cfg, run)
+    run, save_dir = open_variant_run(client, claim, spec, settings)
+    pause = RungPause.of(settings.config["sweep"], run)
     if pause and pause.reached:
         pause.skip()
         return None, pause
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
-    threads = cpu_threads_callbacks(spec.cpu_threads, spec.train_args["device"])
-    workers = cpu_workers_callbacks(spec.cpu_workers, spec.train_args["workers"], spec.train_args["device"])
+    threads = cpu_threads_callbacks(spec.cpu_threads, spec.device)
+    workers = cpu_workers_callbacks(spec.cpu_workers, spec.train_args["workers"], spec.device)
     load = machine_load_callbacks(run.log_metrics)
     auto = auto_freeze_callbacks(spec, run)
     data_wait = DataWait(run.log_metrics).callbacks()  # after the schedule's epoch start: its work is no wait
     budget = pause.callbacks() if pause else {}  # after run's: the pause follows the epoch's logging
     callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget)
-    quiet = ultralytics_output_to(job_dir / "train.log", verbose=cfg.sweep.verbose)
+    quiet = ultralytics_output_to(job_dir / "train.log", verbose=settings.verbose)
     with quiet, run, Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
             result = train(
@@ -177,7 +174,7 @@ def train_claimed(
                 callbacks,
                 resume=claim.resuming,
             )
-        run.log_artifacts(result.save_dir, job_dir, cfg.tracking.log_weights, resolved_yaml(cfg, spec))
+        run.log_artifacts(result.save_dir, job_dir, settings.tracking.log_weights, resolved_yaml(settings, spec))
     return result, pause
 
 
@@ -220,7 +217,7 @@ def variant_tags(spec: VariantSpec, save_dir: Path, sweep: SweepInfo | None) -> 
     tags = {
         names.ROLE: names.ROLE_VARIANT,
         names.CONFIG_HASH: spec.config_hash(),
-        names.DEVICE: spec.train_args["device"],
+        names.DEVICE: spec.device,
         names.OUTPUT_DIR: str(save_dir),
     }
     if sweep:
@@ -241,32 +238,34 @@ def reuse_status(job: Job, claim: Claim) -> JobStatus:
     return job.end(held=True, note=note)
 
 
-def resolved_yaml(cfg: DictConfig, spec: VariantSpec) -> str:
+def resolved_yaml(settings: JobSettings, spec: VariantSpec) -> str:
     """The job's config with every interpolation resolved, plus what the variant resolved to;
     credentials (a URI read from the environment, a config file's `user:pw@`) redacted."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = dict(settings.config)
     resolved["resolved"] = {
         "freeze_layers": list(spec.freeze_layers),
         "checkpoint": str(spec.checkpoint or ""),
         "data_yaml": str(spec.data.yaml),
-        "device": spec.train_args["device"],
+        "device": spec.device,
         "config_hash": spec.config_hash(),
     }
     return redact(OmegaConf.to_yaml(resolved))
 
 
-def open_variant_run(client, claim: Claim, spec: VariantSpec, cfg: DictConfig) -> tuple[VariantRun, Path]:
+def open_variant_run(
+    client: MlflowClient, claim: Claim, spec: VariantSpec, settings: JobSettings
+) -> tuple[VariantRun, Path]:
     """The claimed run, new or continued from its last checkpoint; the leftovers it replaces are
     closed. Returns the run and the ultralytics save_dir."""
     run_id = claim.run.info.run_id
     save_dir = Path(claim.run.data.tags[names.OUTPUT_DIR])
     if claim.resuming:
         log.info("Resuming %s from %s (run %s)", spec.run_name, save_dir / "weights" / "last.pt", run_id)
-        run = VariantRun.resume(client, run_id, spec, cfg.tracking)
+        run = VariantRun.resume(client, run_id, spec, settings.tracking)
         run.backfill(save_dir / "results.csv", claim.resume_epoch)
     else:
         record_config_hash(save_dir, spec.config_hash())
-        run = VariantRun.start(client, run_id, spec, cfg.tracking)
+        run = VariantRun.start(client, run_id, spec, settings.tracking)
     supersede(client, claim.leftovers, run_id)
     return run, save_dir
 

@@ -1,6 +1,7 @@
-"""Where a variant's starting weights come from: a local file, an official checkpoint, the demo
-base, or nothing (from scratch). Official checkpoints download only when online; offline a
-missing one stops with one line before anything trains.
+"""Starting weights from a file: a local checkpoint, an official one, or nothing (from scratch),
+and the architecture they hold. Official checkpoints download only when online; offline a missing
+one stops with one line before anything trains. (`sweep.sources` puts these beside the other
+sources of weights.)
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import hashlib
 from pathlib import Path
 
 from sweep.errors import ConfigError
+from sweep.files import write_atomic
 
-DEMO = "demo"
 SCRATCH = ("", "scratch", "none", "null")
 
 
@@ -21,11 +22,11 @@ def official_checkpoint_names() -> frozenset[str]:
     return GITHUB_ASSETS_NAMES
 
 
-def resolve_checkpoint(weights: str | None) -> Path | None:
+def resolve_checkpoint(weights: str | None, named: tuple[str, ...] = ()) -> Path | None:
     """Absolute path of a checkpoint that exists on disk, downloading an official one if online.
 
-    Returns None for "from scratch". The demo base is not resolved here (it is built by
-    `sweep.demo.base`), since building it is training, which comes after validation.
+    Returns None for "from scratch". `named`: the other values `model.weights` accepts (the
+    sources that are not files), for the error a missing file gives.
     """
     if weights is None or str(weights).lower() in SCRATCH:
         return None
@@ -40,9 +41,10 @@ def resolve_checkpoint(weights: str | None) -> Path | None:
     if local.is_file():
         return local.resolve()
     if name not in official_checkpoint_names() or path.parent != Path("."):
+        sources = "".join(f"'{n}', " for n in named)
         raise ConfigError(
             f"model.weights={weights}: no such file; give a local .pt path, an official ultralytics "
-            f"checkpoint name (e.g. yolov8s.pt), '{DEMO}', or null to train from scratch"
+            f"checkpoint name (e.g. yolov8s.pt), {sources}or null to train from scratch"
         )
     if not ONLINE:
         raise ConfigError(
@@ -56,6 +58,19 @@ def resolve_checkpoint(weights: str | None) -> Path | None:
     if not downloaded.is_file():
         raise ConfigError(f"model.weights={weights}: download of {name} failed; pass a local file instead")
     return downloaded.resolve()
+
+
+def load_arch_yaml(arch: str) -> dict:
+    """An architecture yaml: a bundled name (yolov8n.yaml) or a path."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        return yaml_model_load(arch)
+    except Exception as error:
+        raise ConfigError(
+            f"model.arch={arch}: not a readable model yaml ({type(error).__name__}); "
+            "use a bundled one such as yolov8n.yaml or a path to your own"
+        ) from None
 
 
 def model_yaml_of(checkpoint: Path) -> dict:
@@ -104,8 +119,6 @@ def config_hash_of(save_dir: Path) -> str | None:
 
 def record_config_hash(save_dir: Path, config_hash: str) -> None:
     """Written before a fresh training writes its first last.pt: a later resume checks it."""
-    from sweep.files import write_atomic
-
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(save_dir) / CONFIG_HASH_FILE, config_hash + "\n")
 

@@ -26,7 +26,7 @@ register_train_defaults()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig):  # noqa: ANN201 (the job's JobStatus, for Hydra's JobReturn)
-    from sweep.app import run_job
+    from sweep.app import run_job  # torch, ultralytics, mlflow: here, so --help and completion answer at once
 
     return run_job(cfg)
 
@@ -47,12 +47,12 @@ def cli() -> None:
     try:
         main()
     except Exception as error:  # raised by Hydra only while a sweep runs: see `end_broken_sweep`
-        from sweep.hydra_callbacks import end_broken_sweep
+        from sweep.hydra_callbacks import end_broken_sweep  # mlflow: only once a sweep broke
 
         end_broken_sweep(error)
         raise
     except KeyboardInterrupt as error:
-        from sweep.tracking.parent_run import end_active_sweep
+        from sweep.tracking.parent_run import end_active_sweep  # mlflow: only once a sweep is interrupted
 
         name = str(error) or "SIGINT"
         end_active_sweep(f"interrupted by {name}")

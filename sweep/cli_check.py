@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sweep.errors import ConfigError
+from sweep.train_defaults import train_defaults
 
 CHECKED_GROUPS = ("model", "data", "train", "tracking", "paths", "experiment")
 
@@ -21,8 +22,6 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
 
 def check_train_key(key: str) -> None:
     """`train.mosiac=0` gets one line with the closest ultralytics argument, not Hydra's struct error."""
-    from sweep.train_defaults import train_defaults
-
     known = train_defaults()
     if key in known:
         return

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sweep.tracking import names
+from sweep.tracking.credentials import redact
 
 QUIET_LOGGERS = ("mlflow.system_metrics",)  # "started/stopped monitoring" lines, twice per variant
 
@@ -124,8 +125,6 @@ def thread_errors_in_one_line() -> None:
     one warning line, not a traceback: a full disk must not bury the sweep's one-line error and
     summary under a traceback per plot."""
     import threading
-
-    from sweep.tracking.credentials import redact
 
     def one_line(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:

@@ -3,6 +3,8 @@
 import sys
 from typing import NoReturn
 
+from sweep.tracking.credentials import redact
+
 USAGE_ERROR = 2
 
 
@@ -12,8 +14,6 @@ class ConfigError(ValueError):
 
 def exit_with(error: Exception) -> NoReturn:
     """One line, whatever the message holds (a library's multi-line error), credentials redacted."""
-    from sweep.tracking.credentials import redact
-
     line = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
     print(f"freeze-sweep: error: {redact(line)}", file=sys.stderr)
     sys.exit(USAGE_ERROR)

@@ -18,14 +18,14 @@ MIB = 1 << 20
 NEW_FILE_MODE = 0o644  # as `open()` makes it under the usual umask; mkstemp's own is 0o600
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write `text` to `path` through a temporary file and a rename: readers see the old file or
     the whole new one, never a truncated one. Raises OSError (disk full, read-only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE)
-        with os.fdopen(fd, "w") as file:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

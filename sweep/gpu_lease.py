@@ -2,20 +2,21 @@
 
 Hydra's joblib launcher runs N variants at once but assigns no GPUs, and a round-robin by job
 number puts two variants on one GPU as soon as jobs finish out of order. Here each GPU has
-`per_gpu` slots, one lock file each; a worker takes a free slot with `flock` and keeps it until
-the variant ends. The OS drops a lock when its holder dies, so a crashed worker frees its GPU
+`per_gpu` slots, one lock file each; a worker takes a free slot (`filelock`, an OS lock: flock)
+and keeps it until the variant ends. The OS drops a lock when its holder dies, so a crashed worker frees its GPU
 with no clean-up, and locks work across processes without a server.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from sweep.errors import ConfigError
 from sweep.tracking.resources import nvml_index
@@ -52,22 +53,20 @@ def lease_gpu(lock_dir: Path, count: int | None = None, per_gpu: int = 1, poll_s
     while held is None:
         time.sleep(poll_s)
         held = _take_free_slot(slots)
-    gpu, fd = held
+    gpu, lock = held
     try:
-        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a person looking at the folder
         yield gpu
     finally:
-        os.close(fd)  # releases the lock
+        lock.release()
 
 
-def _take_free_slot(slots: list[tuple[int, Path]]) -> tuple[int, int] | None:
+def _take_free_slot(slots: list[tuple[int, Path]]) -> tuple[int, FileLock] | None:
     for gpu, path in slots:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(path, timeout=0)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
             continue
-        os.ftruncate(fd, 0)
-        return gpu, fd
+        path.write_text(f"{os.getpid()}\n")  # who holds it, for a person looking at the folder
+        return gpu, lock
     return None

@@ -7,6 +7,7 @@ After: end the parent run, summarise, and exit non-zero if a variant failed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -20,7 +21,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.budget.checks import SWEEPER
-from sweep.checkpoints import DEMO
 from sweep.errors import ConfigError, exit_with
 from sweep.files import MIB, check_output_dir, write_atomic
 from sweep.tracking import parent_run
@@ -30,29 +30,55 @@ from sweep.tracking.stale_runs import close_stale_runs, end_runs_killed
 from sweep.tracking.store import connect, first_line, open_experiment, sweep_tags
 
 log = logging.getLogger("sweep")
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-BASIC_SWEEPERS = (BASIC_SWEEPER, SWEEPER)  # jobs known in advance: ours expands them as the basic one does
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default, by its _target_
+BASIC_SWEEPERS = (BASIC_SWEEPER, SWEEPER)  # ours (the default here) expands jobs as the basic one does
 
 
-def expand_jobs(config: DictConfig) -> list[list[str]]:
-    """The override lists of every job the basic sweeper will launch, in order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def expand_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The override lists of every job the sweep will launch, in order, where they are known before
+    any job runs: with Hydra's basic sweeper (its default, under any launcher: basic, joblib,
+    submitit). None with any other sweeper (Optuna, Ax, Nevergrad choose each job from the results
+    so far): each of its jobs validates its own variant when it starts.
 
+    Expanded with Hydra's public override API as the basic sweeper expands them (its private
+    `split_arguments`; tests/test_pinned_apis.py holds the two equal): one value per key, the
+    cross product of the swept keys in the order given, the first key slowest.
+    """
+    if config.hydra.sweeper._target_ not in BASIC_SWEEPERS:
+        return None
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-    overrides = OverridesParser.create().parse_overrides(params + list(task))
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(params + list(task)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(
+                f"{override.input_line}: the basic sweeper sweeps a list of values, not a range or interval"
+            )
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
-def job_configs(config: DictConfig) -> list[DictConfig]:
-    """Compose each job's config exactly as the launcher will."""
+def resolve_jobs(config: DictConfig) -> list[tuple[DictConfig, object]]:
+    """Each job's config, composed exactly as the launcher will, and its resolved variant; [] where
+    the jobs are not known in advance (`expand_jobs`). `${hydra:...}` resolves against each job's
+    own Hydra config, then against the sweep's again."""
+    from sweep.variant import resolve  # torch and ultralytics: seconds, paid only by a sweep that starts
+
     loader = GlobalHydra.instance().config_loader()
-    configs = []
-    for overrides in expand_jobs(config):
-        job_cfg = loader.load_sweep_config(config, overrides)
-        HydraConfig.instance().set_config(job_cfg)  # lets ${hydra:...} resolve outside a job
-        configs.append(job_cfg)
-    return configs
+    resolved = []
+    try:
+        for overrides in expand_jobs(config) or []:
+            job = loader.load_sweep_config(config, overrides)
+            HydraConfig.instance().set_config(job)
+            resolved.append((job, resolve(job)))
+    finally:
+        HydraConfig.instance().set_config(config)
+    return resolved
 
 
 def record_parent_params(client, parent_run_id: str, specs: list) -> None:  # noqa: ANN001 (MlflowClient)
@@ -60,6 +86,7 @@ def record_parent_params(client, parent_run_id: str, specs: list) -> None:  # no
     written once, here, since MLflow params are write-once and a report during the sweep sees only part of it."""
     from mlflow.entities import Param
 
+    # pandas, torch, ultralytics: seconds, paid only by a sweep that starts, not by every single run
     from sweep.report.context import parent_params, variants_frame
     from sweep.tracking.variant_run import variant_params
 
@@ -76,14 +103,16 @@ class SweepCallback(Callback):
             self._start(config)
 
     def _start(self, config: DictConfig) -> None:
-        from sweep.variant import build_variant
+        from sweep.variant import VARIANTS_FILE, save_variants  # torch, ultralytics: seconds to import
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = job_configs(config) if config.hydra.sweeper._target_ in BASIC_SWEEPERS else []
-        specs = [build_variant(job) for job in jobs]
+        resolved = resolve_jobs(config)
+        jobs, specs = [job for job, _ in resolved], [spec for _, spec in resolved]
         if jobs:
             log.info("Validated %d variants: %s", len(specs), ", ".join(s.run_name for s in specs))
+        else:
+            log.info("Sweeper %s: each variant is validated when its job starts", config.hydra.sweeper._target_)
         parallel = int(config.hydra.launcher.get("n_jobs") or config.hydra.launcher.get("array_parallelism") or 1)
         check_output_dir(
             sweep_dir, f"hydra.sweep.dir={sweep_dir}", space_needed([s.params.total for s in specs], parallel)
@@ -91,11 +120,14 @@ class SweepCallback(Callback):
         first = jobs[0] if jobs else config
         client, experiment_id = open_experiment(first.tracking.uri, first.tracking.experiment)
         close_stale_runs(client, [experiment_id])
-        for job, spec in zip(jobs, specs, strict=True):
-            if spec.weights == DEMO:  # built once here, not raced for by parallel jobs
-                from sweep.demo.base import ensure_base
-
-                ensure_base(job.model, Path(job.paths.cache_dir), spec.train_args["device"], spec.cpu_threads)
+        for spec in specs:  # a source built by training (the demo base): built once here, not raced for by the jobs
+            spec.weights_source.ensure(spec.device, spec.cpu_threads)
+        if specs:  # resolved once: the jobs on this host take theirs from here
+            save_variants(
+                sweep_dir, {tuple(job.hydra.overrides.task): spec for job, spec in zip(jobs, specs, strict=True)}
+            )
+        else:  # a sweeper whose jobs are not known in advance: each job resolves its own
+            (sweep_dir / VARIANTS_FILE).unlink(missing_ok=True)
         sweep_id = sweep_dir.name
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parent = parent_run.start_parent_run(client, experiment_id, sweep_id, sweep_tags(sweep_dir, overrides))
@@ -204,14 +236,14 @@ def space_needed(params_per_variant: list[int], parallel: int) -> int:
 
 def write_sweep_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
     """The side-by-side report, printed and written; the sweep's result never depends on it."""
-    from sweep.report import write_report
+    from sweep.report import write_report  # matplotlib, pandas: only when a sweep ends
 
     try:
         report_dir = write_report(tracking_uri, parent_run_id, out_dir=out_dir)
     except Exception as error:
         log.warning("report not written: %s", first_line(error))
         return
-    from sweep.ui import hint
+    from sweep.ui import hint  # only once a report is written
 
     print((report_dir / "report.md").read_text())
     print(f"report: {report_dir / 'report.html'} (also in the MLflow UI, parent run's artifacts)")

@@ -49,14 +49,15 @@ def view_key(sweep_id: str | None, compare: bool = False) -> str:
     return f"freeze-sweep-{sweep_id or ALL_SWEEPS}{'-charts' * compare}"
 
 
-# Column widths (px) that fit the decision columns into a 1366x768 window beside MLflow's sidebar:
-# about 1,035 px for the table's columns after its checkboxes. The run name gets what is left, up
-# to its longest name; MLflow's own columns other than "Created" go after ours.
+# Column widths (px) that fit the decision columns (and with --all the sweep's) into a 1366x768
+# window beside MLflow's sidebar: about 1,035 px for the table's columns after its checkboxes. The
+# run name gets what is left, up to its longest name; MLflow's own columns other than "Created" go
+# after ours.
 TABLE_PX = 1035
-WIDTHS = {"created": 115, "verdict": 120, "freeze": 95, "figure": 90, "sweep": 200}
+WIDTHS = {"created": 105, "verdict": 115, "freeze": 95, "sweep": 170}  # the figures': their header's
 # Its two charts side by side, each wide enough for four parallel axes.
 SECTION = {"display": True, "isReordered": False, "columns": 2, "cardHeight": 400}
-MIN_NAME_PX, CHAR_PX = 180, 6  # about one character of the runs table's font, plus the colour dot
+MIN_NAME_PX, CHAR_PX = 110, 6  # about one character of the runs table's font
 
 
 def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, compare: bool = False) -> dict:
@@ -69,18 +70,16 @@ def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, co
     decision = [names.VIEW_MAP, names.VIEW_DELTA, names.VIEW_SPEEDUP, names.VIEW_TRAIN_TIME]
     decision += [names.VIEW_GPU_MEM] * gpu_logged
     verdict, freeze, sweep = f"tags.`{names.VIEW_VERDICT}`", f"params.`{names.P_FREEZE}`", f"tags.`{names.SWEEP_ID}`"
-    figures = [f"tags.`{t}`" for t in decision]
-    widths = {CREATED: WIDTHS["created"], verdict: WIDTHS["verdict"], freeze: WIDTHS["freeze"]}
-    widths |= dict.fromkeys(figures, WIDTHS["figure"])
-    room = TABLE_PX - sum(widths.values())  # the sweep column may go past the window's edge
-    widths[RUN_NAME] = max(MIN_NAME_PX, min(room, CHAR_PX * longest_name + 40))
-    columns = [verdict, freeze, *figures]
-    if sweep_id is None:
-        columns.append(sweep)
-        widths[sweep] = WIDTHS["sweep"]
+    columns = [verdict, freeze, *(f"tags.`{t}`" for t in decision), *[sweep] * (sweep_id is None)]
+    widths = {CREATED: WIDTHS["created"], verdict: WIDTHS["verdict"], freeze: WIDTHS["freeze"], sweep: WIDTHS["sweep"]}
+    widths |= {f"tags.`{t}`": CHAR_PX * len(t) + 32 for t in decision}  # the header whole, its sort arrow too
+    widths = {c: widths[c] for c in [CREATED, *columns]}
+    room = TABLE_PX - sum(widths.values())
+    widths[RUN_NAME] = max(MIN_NAME_PX, min(room, CHAR_PX * longest_name + 40))  # + the colour dot
     filters = [f"tags.`{names.SWEEP_ID}` = '{sweep_id}'"] * (sweep_id is not None)
     filters += [f"tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'"] * compare
-    view = {
+    return {
+        "searchFilter": " AND ".join(filters),  # also when empty: not a filter the browser kept from before
         "orderByKey": f"metrics.`{names.M_FROZEN_LAYERS}`",
         "orderByAsc": True,
         "selectedColumns": columns,
@@ -91,9 +90,6 @@ def runs_view(sweep_id: str | None, gpu_logged: bool, longest_name: int = 40, co
         "isAccordionReordered": True,  # keeps our section first (MLflow otherwise sorts sections by name)
         "runsHiddenMode": "SHOW_ALL",
     }
-    if filters:
-        view["searchFilter"] = " AND ".join(filters)
-    return view
 
 
 def compare_charts(gpu_logged: bool) -> list[dict]:
@@ -136,17 +132,16 @@ def store_view(client, experiment_id: str, sweep_id: str | None) -> None:  # noq
         client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + view_key(sweep_id, compare), json.dumps(view))
 
 
-def open_url(base_url: str, experiment_id: str, sweep_id: str | None, compare: bool = False) -> str:
-    """The landing page that applies the stored view and opens the runs table (or its charts)."""
+def open_url(
+    base_url: str, experiment_id: str, sweep_id: str | None, compare: bool = False, run_id: str | None = None
+) -> str:
+    """The landing page that applies the stored view and opens the runs table (its charts, or a run's page)."""
     from sweep.ui_server import LANDING
 
-    key = view_key(sweep_id, compare)
-    query = {"experiment": experiment_id, "view": key, **({"compare": "true"} if compare else {})}
+    query = {"experiment": experiment_id, "view": view_key(sweep_id, compare)}
+    query |= {"compare": "true"} if compare else {}
+    query |= {"run": run_id} if run_id else {}
     return f"{base_url}{LANDING}?{urlencode(query)}"
-
-
-def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
-    return f"{base_url}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def hint(tracking_uri: str) -> str:
@@ -210,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"MLflow UI on {uri}\n")
         print(f"{which}, runs by freeze level: {open_url(base, sweep.experiment_id, shown)}")
         print(f"{which}, compare charts:       {open_url(base, sweep.experiment_id, shown, compare=True)}")
-        print(f"its summary (verdict, table, report):  {run_url(base, sweep.experiment_id, sweep.parent_run_id)}")
+        print(
+            f"its summary (verdict, table, report):  {open_url(base, sweep.experiment_id, shown, run_id=sweep.parent_run_id)}"
+        )
         print("\nCtrl-C stops it.", flush=True)
         server.wait()
         return 0 if server.returncode in (0, -signal.SIGTERM) else 1

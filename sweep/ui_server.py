@@ -35,23 +35,26 @@ def ui_state_key(experiment_id: str) -> str:
     return f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([experiment_id])}-ReactComponentState"
 
 
-def landing_page(experiment_id: str, view: dict, compare: bool) -> str:
-    """HTML that stores the view's UI state as the browser's own, then opens the runs page."""
+def landing_page(experiment_id: str, view: dict, compare: bool, run_id: str | None = None) -> str:
+    """HTML that stores the view as the browser's own (its filter and order too: where the address
+    has none, MLflow falls back on the kept ones), then opens the runs page (its charts with
+    `compare`, or one run's page with `run_id`: the Assistant kept closed there too)."""
     facets = {k: str(view[k]).lower() if isinstance(view[k], bool) else view[k] for k in URL_FACETS if k in view}
     query = {"workflowType": "machine_learning", **facets, **({"compareRunsMode": "CHART"} if compare else {})}
     target = f"/#/experiments/{experiment_id}/runs?{urlencode(query)}"
-    ui_state = {k: v for k, v in view.items() if k not in URL_FACETS}
+    if run_id:
+        target = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     script = (
         f"const items = {json.dumps(ASSISTANT_SHOWN)};"
         "for (const [k, v] of Object.entries(items)) localStorage.setItem(k, v);"
         f"const key = {json.dumps(ui_state_key(experiment_id))};"
         "let saved = {}; try { saved = JSON.parse(localStorage.getItem(key)) || {}; } catch (e) {}"
-        f"localStorage.setItem(key, JSON.stringify({{...saved, ...{json.dumps(ui_state)}}}));"
+        f"localStorage.setItem(key, JSON.stringify({{...saved, ...{json.dumps(view)}}}));"
         f"location.replace({json.dumps(target)});"
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>freeze-sweep</title></head><body>"
-        f"<p>Opening <a href='{escape(target)}'>the sweep's runs</a>…</p><script>{script}</script></body></html>"
+        f"<p>Opening <a href='{escape(target)}'>the sweep in MLflow</a>…</p><script>{script}</script></body></html>"
     )
 
 
@@ -64,7 +67,7 @@ def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
     from mlflow.server.fastapi_app import app
     from mlflow.tracking import MlflowClient
 
-    def open_view(experiment: str, view: str, compare: bool = False):  # noqa: ANN202
+    def open_view(experiment: str, view: str, compare: bool = False, run: str | None = None):  # noqa: ANN202
         tag = (
             MlflowClient(os.environ[BACKEND_STORE_URI_ENV_VAR])
             .get_experiment(experiment)
@@ -72,7 +75,7 @@ def create_app():  # noqa: ANN201 (a FastAPI app; its import is the server's)
         )
         if tag is None:
             return PlainTextResponse(f"no view {view!r} in experiment {experiment}: run freeze-sweep-ui", 404)
-        return HTMLResponse(landing_page(experiment, json.loads(tag), compare))
+        return HTMLResponse(landing_page(experiment, json.loads(tag), compare, run))
 
     app.router.routes.insert(0, APIRoute(LANDING, open_view, methods=["GET"]))
     return app

@@ -1,24 +1,28 @@
-"""One variant of a sweep, resolved and validated from its Hydra config before anything trains.
+"""The one door from config to code: `resolve(cfg)` turns a job's composed Hydra config into plain,
+typed values, validated before anything trains or is recorded. Nothing below it reads the config.
 
 A `VariantSpec` holds everything a training needs and nothing about where it is tracked, so its
-hash identifies "the same experiment" across re-runs of a sweep.
+hash identifies "the same experiment" across re-runs of a sweep; `JobSettings` holds how the job
+runs and where it is tracked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import pickle
+import socket
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AUTO, AutoFreeze, resolve_auto_freeze
-from sweep.checkpoints import DEMO, checkpoint_identity, model_yaml_of, resolve_checkpoint
 from sweep.console import ultralytics_quiet
 from sweep.dataset_checks import check_dataset_files
-from sweep.datasets import DataInfo, resolve_data
+from sweep.datasets import DataInfo
 from sweep.errors import ConfigError
+from sweep.files import write_atomic
 from sweep.freeze import (
     Architecture,
     ParameterCounts,
@@ -28,8 +32,10 @@ from sweep.freeze import (
     resolve_freeze,
 )
 from sweep.schedule import FreezeSchedule, check_single_device, resolve_schedule, value_label
+from sweep.sources import WeightsSource, data_source, weights_source
 from sweep.training import resolve_cpu_threads, resolve_cpu_workers
 
+ON_HELD = ("wait", "skip")
 POSITIVE_TRAIN_KEYS = ("epochs", "imgsz")
 CPU_DEVICES = ("cpu", "mps")  # where ultralytics trains without loader workers or AutoBatch
 DEFAULT_CPU_BATCH = 16  # what AutoBatch gives on them (ultralytics' default `batch`)
@@ -39,8 +45,8 @@ DEFAULT_CPU_BATCH = 16  # what AutoBatch gives on them (ultralytics' default `ba
 class VariantSpec:
     model_name: str
     arch: str  # architecture yaml (bundled name or path)
-    weights: str  # as configured: a path, an official name, "demo", or "" for scratch
-    checkpoint: Path | None  # resolved starting checkpoint; None until the demo base is built
+    weights: str  # as configured: a path, an official name, a named source, or "" for scratch
+    checkpoint: Path | None  # the starting checkpoint (a built source's is there once `ensure`d); None: scratch
     data: DataInfo
     freeze: object  # as given by the user
     freeze_layers: tuple[int, ...]
@@ -51,6 +57,16 @@ class VariantSpec:
     cpu_threads: int | None = None  # torch threads on CPU (speed only: not part of the identity)
     auto_freeze: AutoFreeze | None = None  # freeze=auto: its rule; freeze_layers is where it starts
     cpu_workers: bool = False  # loader processes on CPU too (speed only)
+    weights_source: WeightsSource | None = None  # where `checkpoint` comes from; makes it ready
+
+    @property
+    def device(self) -> str:
+        """Where it trains: `train.device` resolved, or the GPU its job leased."""
+        return self.train_args["device"]
+
+    def on_device(self, device: str) -> VariantSpec:
+        """The same variant on another device of the same kind (a leased GPU): the hash is unchanged."""
+        return replace(self, train_args={**self.train_args, "device": device})
 
     @property
     def switches(self) -> bool:
@@ -86,51 +102,54 @@ class VariantSpec:
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _checkpoint_identity(self) -> str:
-        """The checkpoint's content; the demo base's cache key (its config) before it is built."""
-        if self.checkpoint is None:
+        """The checkpoint's content, or what identifies a built source's before it is built."""
+        if self.checkpoint is None or self.weights_source is None:
             return ""
-        if self.weights == DEMO:
-            return self.checkpoint.parent.parent.name
-        return checkpoint_identity(self.checkpoint)
+        return self.weights_source.identity()
 
 
-def build_variant(cfg: DictConfig) -> VariantSpec:
+def plain(node: object) -> object:
+    """A config node as plain Python values, interpolations resolved (ultralytics silently freezes
+    nothing for a ListConfig `freeze`)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def resolve(cfg: DictConfig) -> VariantSpec:
     """Validate and resolve a composed config. Raises ConfigError with one line on bad input."""
-    cpu_workers = resolve_cpu_workers(OmegaConf.select(cfg, "sweep.cpu_workers", default=False))
-    train_args = resolve_train_args(cfg.train, cpu_workers)
-    cpu_threads = resolve_cpu_threads(OmegaConf.select(cfg, "sweep.cpu_threads"))
-    weights = "" if cfg.model.weights is None else str(cfg.model.weights)
-    if weights == DEMO:  # built after validation, at a path known now
-        from sweep.demo.base import base_checkpoint
-
-        checkpoint = base_checkpoint(cfg.model, Path(cfg.paths.cache_dir))
-        model_yaml = _load_arch_yaml(cfg.model.arch)
-    else:
-        checkpoint = resolve_checkpoint(weights)
-        model_yaml = model_yaml_of(checkpoint) if checkpoint else _load_arch_yaml(cfg.model.arch)
-    architecture = architecture_of(model_yaml, cfg.model.name)
-    data = resolve_data(cfg.data, Path(cfg.paths.cache_dir))
+    sweep = plain(cfg.get("sweep")) or {}
+    cache_dir = Path(cfg.paths.cache_dir)
+    cpu_workers = resolve_cpu_workers(sweep.get("cpu_workers", False))
+    train_args = resolve_train_args(plain(cfg.train), cpu_workers)
+    cpu_threads = resolve_cpu_threads(sweep.get("cpu_threads"))
+    model_cfg = plain(cfg.model)
+    source = weights_source(model_cfg, cache_dir)  # a source built in training (the demo base) is not built yet
+    model_yaml = source.model_yaml()
+    architecture = architecture_of(model_yaml, model_cfg["name"])
+    data = data_source(plain(cfg.data), cache_dir)
     check_dataset_files(data)
-    freeze = cfg.freeze
-    if OmegaConf.is_list(freeze):  # ultralytics silently freezes nothing for a ListConfig
-        freeze = OmegaConf.to_container(freeze)
+    freeze = plain(cfg.freeze)
     model = _build_model(model_yaml, data.nc)
     check_imgsz(train_args["imgsz"], model)
     epochs = train_args["epochs"]
-    auto = _auto_freeze(cfg, architecture, epochs, model, train_args["device"]) if freeze == AUTO else None
+    unfreeze_epoch, freeze_schedule = plain(cfg.unfreeze_epoch), plain(cfg.freeze_schedule)
+    auto = None
+    if freeze == AUTO:
+        auto = _auto_freeze(
+            plain(cfg.freeze_auto), unfreeze_epoch, freeze_schedule, architecture, epochs, model, train_args["device"]
+        )
     start = auto.start if auto else freeze
     layers = resolve_freeze(start, architecture)
-    schedule = resolve_schedule(start, cfg.unfreeze_epoch, cfg.freeze_schedule, architecture, epochs, model)
+    schedule = resolve_schedule(start, unfreeze_epoch, freeze_schedule, architecture, epochs, model)
     check_single_device(schedule, train_args["device"])
     if schedule is not None:
         layers = list(schedule.first_layers)  # what ultralytics' own `freeze=` gets
     params = count_parameters(model, layers)
     check_trainable(params, freeze, architecture)
     return VariantSpec(
-        model_name=str(cfg.model.name),
-        arch=str(cfg.model.arch),
-        weights=weights,
-        checkpoint=checkpoint,
+        model_name=str(model_cfg["name"]),
+        arch=str(model_cfg["arch"]),
+        weights=source.given,
+        checkpoint=source.checkpoint(),
         data=data,
         freeze=freeze,
         freeze_layers=tuple(layers),
@@ -141,23 +160,102 @@ def build_variant(cfg: DictConfig) -> VariantSpec:
         cpu_threads=cpu_threads,
         auto_freeze=auto,
         cpu_workers=cpu_workers,
+        weights_source=source,
     )
 
 
-def _auto_freeze(cfg: DictConfig, architecture: Architecture, epochs: int, model, device: str) -> AutoFreeze:
-    for key in ("unfreeze_epoch", "freeze_schedule"):
-        if cfg[key] is not None:
+def _auto_freeze(
+    knobs: object,
+    unfreeze_epoch: object,
+    freeze_schedule: object,
+    architecture: Architecture,
+    epochs: int,
+    model,
+    device: str,
+) -> AutoFreeze:
+    for key, value in (("unfreeze_epoch", unfreeze_epoch), ("freeze_schedule", freeze_schedule)):
+        if value is not None:
             raise ConfigError(
                 f"freeze=auto with {key} set: auto decides when layers freeze (set where it starts with "
                 "freeze_auto.start); use one of the two"
             )
-    return resolve_auto_freeze(cfg.freeze_auto, architecture, epochs, model, device)
+    return resolve_auto_freeze(knobs, architecture, epochs, model, device)
 
 
-def resolve_train_args(train_cfg: DictConfig, cpu_workers: bool = False) -> dict:
-    """The ultralytics train arguments, checked as the trainer would check them, device resolved;
-    `cpu_workers` (`sweep.cpu_workers`) keeps `workers` on CPU, where the sweep puts it back."""
-    args = OmegaConf.to_container(train_cfg, resolve=True)
+@dataclass(frozen=True)
+class TrackingSettings:
+    """`tracking`: where and how often a variant is recorded."""
+
+    uri: str
+    experiment: str
+    log_weights: bool
+    gpu_sample_interval_s: float
+    system_metrics_interval_s: float
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How a job runs and where it is tracked; no part of what it trains (nor of the config hash)."""
+
+    tracking: TrackingSettings
+    rerun: bool  # retrain a variant that already finished
+    on_held: str  # a variant a live run elsewhere trains: wait for it, or skip it
+    variants_per_gpu: int
+    verbose: bool  # ultralytics' own output on the terminal too
+    lease_gpu: bool  # `train.device: null`: on a GPU machine the job leases a GPU no other variant holds
+    cache_dir: Path
+    config: dict  # the job's whole config, interpolations resolved: its record (config/resolved.yaml)
+
+
+def resolve_job(cfg: DictConfig) -> JobSettings:
+    """The job's own settings, read in the job itself (they hold the store's URI: never saved)."""
+    sweep = plain(cfg.sweep)
+    if sweep["on_held"] not in ON_HELD:
+        raise ConfigError(f"sweep.on_held={sweep['on_held']}: use {' or '.join(ON_HELD)}")
+    tracking = plain(cfg.tracking)
+    return JobSettings(
+        tracking=TrackingSettings(
+            uri=str(tracking["uri"]),
+            experiment=str(tracking["experiment"]),
+            log_weights=bool(tracking["log_weights"]),
+            gpu_sample_interval_s=float(tracking["gpu_sample_interval_s"]),
+            system_metrics_interval_s=float(tracking["system_metrics_interval_s"]),
+        ),
+        rerun=bool(sweep["rerun"]),
+        on_held=sweep["on_held"],
+        variants_per_gpu=sweep["variants_per_gpu"],
+        verbose=bool(sweep["verbose"]),
+        lease_gpu=cfg.train.device is None,
+        cache_dir=Path(cfg.paths.cache_dir),
+        config=plain(cfg),
+    )
+
+
+VARIANTS_FILE = "variants.pkl"  # in the sweep folder: each job's VariantSpec, resolved by the launching process
+
+
+def save_variants(sweep_dir: Path, specs: dict[tuple[str, ...], VariantSpec]) -> None:
+    """The launching process resolved every job's variant (by the job's overrides): the jobs on
+    this host reuse them instead of resolving (building the network, checking the data) again."""
+    write_atomic(Path(sweep_dir) / VARIANTS_FILE, pickle.dumps({"host": socket.gethostname(), "specs": specs}))
+
+
+def saved_variant(sweep_dir: Path, overrides: list[str]) -> VariantSpec | None:
+    """This job's variant as the launching process resolved it; None on another host (its devices
+    and paths may differ), or when the sweep saved none for these overrides."""
+    try:
+        saved = pickle.loads((Path(sweep_dir) / VARIANTS_FILE).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+    if saved.get("host") != socket.gethostname():
+        return None
+    return saved["specs"].get(tuple(overrides))
+
+
+def resolve_train_args(train: dict, cpu_workers: bool = False) -> dict:
+    """The ultralytics train arguments (plain values), checked as the trainer would check them,
+    device resolved; `cpu_workers` (`sweep.cpu_workers`) keeps `workers` on CPU, where the sweep puts it back."""
+    args = dict(train)
     for key in POSITIVE_TRAIN_KEYS:
         value = args[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -267,18 +365,6 @@ def resolve_device(device: object) -> str:
     import torch
 
     return "0" if torch.cuda.device_count() else "cpu"
-
-
-def _load_arch_yaml(arch: str) -> dict:
-    from ultralytics.nn.tasks import yaml_model_load
-
-    try:
-        return yaml_model_load(arch)
-    except Exception as error:
-        raise ConfigError(
-            f"model.arch={arch}: not a readable model yaml ({type(error).__name__}); "
-            "use a bundled one such as yolov8n.yaml or a path to your own"
-        ) from None
 
 
 def _build_model(model_yaml: dict, nc: int):

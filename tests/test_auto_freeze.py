@@ -33,7 +33,7 @@ from sweep.errors import ConfigError
 from sweep.freeze import architecture_of
 from sweep.tracking import names
 from sweep.training import merged, train
-from sweep.variant import build_variant
+from sweep.variant import resolve
 from tests import test_schedule
 from tests.conftest import compose_config, run_sweep
 from tests.test_schedule import ARGS as SCHEDULE_ARGS
@@ -115,7 +115,7 @@ BAD = [
 @pytest.mark.parametrize(("overrides", "expected"), BAD, ids=[expected for _, expected in BAD])
 def test_bad_knobs_are_refused_in_one_line(cache_root: Path, overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as error:
-        build_variant(compose_config(cache_root, overrides))
+        resolve(compose_config(cache_root, overrides))
     assert expected in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -132,7 +132,7 @@ def test_auto_needs_one_device() -> None:
 
 def test_the_config_hash_covers_the_knobs_and_leaves_fixed_levels_alone(cache_root: Path) -> None:
     def spec(*overrides: str):
-        return build_variant(compose_config(cache_root, ["train.epochs=4", *overrides]))
+        return resolve(compose_config(cache_root, ["train.epochs=4", *overrides]))
 
     auto = spec("freeze=auto")
     assert (auto.run_name, auto.freeze_layers) == ("auto 0/23 · yolov8n-demo", ())

@@ -10,7 +10,7 @@ import torch
 
 from sweep.errors import ConfigError
 from sweep.training import cpu_threads_callbacks, merged, resolve_cpu_threads, train
-from sweep.variant import build_variant
+from sweep.variant import resolve
 from tests.conftest import TINY, compose_config, run_cli
 
 
@@ -47,10 +47,8 @@ def test_the_training_and_its_validations_run_with_the_threads_asked(cache_root:
     """ultralytics resets torch to cores - 1 threads when it builds the trainer and again for the
     final validation: the count must hold through both."""
     cfg = compose_config(cache_root, ["sweep.cpu_threads=3", "train.epochs=1"])
-    spec = build_variant(cfg)
-    from sweep.demo.base import ensure_base
-
-    checkpoint = ensure_base(cfg.model, Path(cfg.paths.cache_dir), "cpu")
+    spec = resolve(cfg)
+    checkpoint = spec.weights_source.ensure("cpu")
     seen: dict[str, list[int]] = {"train": [], "val": []}
     probe = {
         "on_train_batch_end": [lambda _: seen["train"].append(torch.get_num_threads())],

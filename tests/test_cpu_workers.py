@@ -8,7 +8,7 @@ import pytest
 
 from sweep.errors import ConfigError
 from sweep.training import cpu_workers_callbacks, merged, resolve_cpu_workers, train
-from sweep.variant import build_variant
+from sweep.variant import resolve
 from tests.conftest import compose_config
 
 
@@ -19,7 +19,7 @@ def test_a_bad_value_is_one_line_naming_it(value: object) -> None:
 
 
 def test_off_by_default_and_a_gpu_training_is_left_alone(tmp_path: Path) -> None:
-    assert build_variant(compose_config(tmp_path, [])).cpu_workers is False
+    assert resolve(compose_config(tmp_path, [])).cpu_workers is False
     assert cpu_workers_callbacks(True, 4, "0") == {} and cpu_workers_callbacks(False, 4, "cpu") == {}
 
 
@@ -27,10 +27,8 @@ def test_off_by_default_and_a_gpu_training_is_left_alone(tmp_path: Path) -> None
 def test_a_cpu_training_loads_its_batches_in_the_workers_asked(cache_root: Path, tmp_path: Path) -> None:
     """Without the setting, ultralytics' CPU trainer builds its loader with 0 workers."""
     cfg = compose_config(cache_root, ["sweep.cpu_workers=true", "train.workers=2", "train.epochs=1"])
-    spec = build_variant(cfg)
-    from sweep.demo.base import ensure_base
-
-    checkpoint = ensure_base(cfg.model, Path(cfg.paths.cache_dir), "cpu")
+    spec = resolve(cfg)
+    checkpoint = spec.weights_source.ensure("cpu")
     loaders: list[int] = []
 
     def worker_count(trainer) -> None:

@@ -15,21 +15,19 @@ from sweep.tracking import names
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun
 from sweep.training import train
-from sweep.variant import build_variant
+from sweep.variant import resolve, resolve_job
 from tests.conftest import compose_config
 
 
 @pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
 def test_a_ddp_variant_gets_every_epoch_and_its_final_figures_from_results_csv(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, ["train.epochs=3", "freeze=backbone"])
-    spec = build_variant(cfg)
-    from sweep.demo.base import ensure_base
-
-    ensure_base(cfg.model, Path(cfg.paths.cache_dir), "cpu")
+    spec = resolve(cfg)
+    spec.weights_source.ensure("cpu")
     client, experiment_id = open_experiment(f"sqlite:///{tmp_path}/mlflow.db", "freeze-sweep")
     run_id = client.create_run(experiment_id).info.run_id
     ddp = replace(spec, train_args={**spec.train_args, "device": "0,1"})  # what the run is told
-    run = VariantRun.start(client, run_id, ddp, cfg.tracking)
+    run = VariantRun.start(client, run_id, ddp, resolve_job(cfg).tracking)
     save_dir = tmp_path / "train"
     with run, run.follow_results(save_dir, after_epoch=0):
         train(spec.checkpoint, spec.data.yaml, save_dir, spec.freeze_layers, spec.train_args, callbacks={})

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep.demo.base import base_checkpoint, base_key, ensure_base, is_intact
-from sweep.variant import build_variant
+from sweep.demo.base import is_intact
+from sweep.demo.source import DemoBase
+from sweep.variant import plain, resolve
 from tests.conftest import compose_config
 
 
@@ -25,30 +26,32 @@ from tests.conftest import compose_config
     ],
 )
 def test_every_pretraining_argument_enters_the_cache_key(tmp_path: Path, override: str) -> None:
-    assert base_key(compose_config(tmp_path, [override]).model) != base_key(compose_config(tmp_path, []).model)
+    def key(overrides: list[str]) -> str:
+        return DemoBase.from_config(plain(compose_config(tmp_path, overrides).model), tmp_path).identity()
+
+    assert key([override]) != key([])
 
 
 def test_a_demo_variant_is_resolved_before_its_base_exists(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, [])
-    spec = build_variant(cfg)
-    assert spec.checkpoint == base_checkpoint(cfg.model, Path(cfg.paths.cache_dir))
+    spec = resolve(cfg)
+    assert spec.checkpoint.parent.parent.parent == Path(cfg.paths.cache_dir)
     assert not spec.checkpoint.exists()
     before = spec.config_hash()
-    ensure_base(cfg.model, Path(cfg.paths.cache_dir), "cpu")
-    assert build_variant(cfg).config_hash() == before  # the hash does not move when the base appears
+    assert spec.weights_source.ensure("cpu") == spec.checkpoint
+    assert resolve(cfg).config_hash() == before  # the hash does not move when the base appears
     changed = compose_config(tmp_path, ["model.pretrain.train.lr0=0.02"])
-    assert build_variant(changed).config_hash() != before
+    assert resolve(changed).config_hash() != before
 
 
 def test_a_damaged_base_is_rebuilt_not_reused(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, [])
-    cache = Path(cfg.paths.cache_dir)
-    base = ensure_base(cfg.model, cache, "cpu")
+    source = resolve(compose_config(tmp_path, [])).weights_source
+    base = source.ensure("cpu")
     assert is_intact(base)
     size = base.stat().st_size
     base.write_bytes(os.urandom(size))  # same name, same size: what a name-and-size check would accept
     assert not is_intact(base)
-    rebuilt = ensure_base(cfg.model, cache, "cpu")
+    rebuilt = source.ensure("cpu")
     assert rebuilt == base and is_intact(rebuilt)
     import torch
 

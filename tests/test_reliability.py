@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
 from sweep.tracking import names
-from sweep.variant import build_variant
+from sweep.variant import resolve
 from tests.conftest import ROOT, TINY, compose_config, run_sweep
 
 EPOCHS = 6  # long enough that the kill lands mid-training
@@ -108,7 +108,7 @@ def test_parallel_jobs_lose_no_metric_point(tmp_path: Path, cache_root: Path) ->
 def dataset(tmp_path: Path, cache_root: Path) -> Path:
     """A copy of the tiny demo target dataset that a test may break."""
     # generates the tiny data in the cache (where other tests keep other sizes of it)
-    source = build_variant(compose_config(cache_root, [])).data.yaml.parent
+    source = resolve(compose_config(cache_root, [])).data.yaml.parent
     copy = tmp_path / "data"
     shutil.copytree(source, copy)
     text = (copy / "data.yaml").read_text().replace(f"path: {source}", f"path: {copy}")
@@ -163,7 +163,7 @@ def test_broken_datasets_are_refused_naming_the_problem(
 ) -> None:
     breakage(dataset)
     with pytest.raises(ConfigError) as error:
-        build_variant(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"]))
+        resolve(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"]))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
     assert str(error.value).startswith(f"data.yaml={dataset / 'data.yaml'}")  # the user's file, not data=demo
@@ -172,7 +172,7 @@ def test_broken_datasets_are_refused_naming_the_problem(
 
 def test_what_the_trainer_accepts_is_accepted(dataset: Path, cache_root: Path) -> None:
     first_label(dataset).write_text("0 0.5 0.5 0.2 1.005\n")  # ultralytics allows 1% past the edge
-    assert build_variant(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"])).data.nc == 3
+    assert resolve(compose_config(cache_root, [f"data.yaml={dataset / 'data.yaml'}"])).data.nc == 3
 
 
 @pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes
@@ -240,7 +240,7 @@ def start_sweep(root: Path, cache_root: Path, overrides: list[str], name: str) -
 def test_two_identical_sweeps_started_together_on_a_new_store_train_each_variant_once(
     tmp_path: Path, cache_root: Path
 ) -> None:
-    build_variant(compose_config(cache_root, []))  # the shared tiny data exists before the race
+    resolve(compose_config(cache_root, []))  # the shared tiny data exists before the race
     sweeps = [start_sweep(tmp_path, cache_root, ["freeze=none,backbone"], name) for name in ("a", "b")]
     outputs = [p.communicate(timeout=900)[0] for p in sweeps]
     assert [p.returncode for p in sweeps] == [0, 0], "\n".join(o[-2000:] for o in outputs)

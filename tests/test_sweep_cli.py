@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from sweep.freeze import is_frozen
+from sweep.variant import saved_variant
 from tests.conftest import Sweep
 
 pytestmark = pytest.mark.slow
@@ -90,3 +92,12 @@ def test_help_describes_the_tool_presets_and_default_sweep(tmp_path: Path) -> No
     assert result.returncode == 0
     for expected in ("how much of a pretrained detector", "all_but_head", "freeze=none,backbone,all_but_head", "-m"):
         assert expected in result.stdout
+
+
+def test_each_job_takes_the_variant_the_launching_process_resolved(tiny_sweep: Sweep) -> None:
+    """Resolved once per variant: each job finds its own under its overrides, on this host."""
+    for job_dir in variant_dirs(tiny_sweep):
+        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+        spec = saved_variant(tiny_sweep.sweep_dir, list(overrides))
+        status = json.loads((job_dir / "variant.json").read_text())
+        assert spec is not None and spec.run_name == status["name"]

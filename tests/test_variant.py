@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from sweep.errors import ConfigError
-from sweep.variant import build_variant, describe
+from sweep.variant import describe, resolve
 from tests.conftest import TINY, compose_config, run_cli
 
 
 def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> None:
-    spec = build_variant(compose_config(cache_root, ["freeze=[0,1,2]"]))
+    spec = resolve(compose_config(cache_root, ["freeze=[0,1,2]"]))
     assert spec.freeze_layers == (0, 1, 2)
     assert isinstance(spec.freeze, list)  # a plain list, never a ListConfig
     assert spec.params.frozen > 0 and spec.params.trainable > 0
@@ -55,7 +55,7 @@ def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> Non
 )
 def test_bad_input_is_one_clear_line(cache_root: Path, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        build_variant(compose_config(cache_root, overrides))
+        resolve(compose_config(cache_root, overrides))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -64,7 +64,7 @@ def test_what_the_trainer_changes_silently_is_recorded_as_it_trains(cache_root: 
     """On CPU ultralytics' trainer sets workers=0 (engine/trainer.py): the record says 0, not the 2 asked."""
     from ultralytics.utils.checks import check_imgsz
 
-    spec = build_variant(compose_config(cache_root, ["train.workers=2", "train.imgsz=96"]))
+    spec = resolve(compose_config(cache_root, ["train.workers=2", "train.imgsz=96"]))
     assert spec.train_args["workers"] == 0
     assert spec.train_args["imgsz"] == check_imgsz(96, stride=32, floor=32, max_dim=1) == 96  # kept: the trainer's own
 
@@ -83,7 +83,7 @@ def test_a_text_file_as_weights_is_refused_in_exactly_one_line(tmp_path: Path) -
 
 def test_a_dataset_that_is_not_on_disk_offline_is_one_clear_line(cache_root: Path) -> None:
     with pytest.raises(ConfigError) as error:
-        build_variant(compose_config(cache_root, ["data=voc", "train.device=cpu"], shrink=False))
+        resolve(compose_config(cache_root, ["data=voc", "train.device=cpu"], shrink=False))
     assert str(error.value).startswith("data.yaml=VOC.yaml (VOC.yaml): Dataset 'VOC.yaml' images not found")
     assert "offline" in str(error.value) and "\n" not in str(error.value)
 

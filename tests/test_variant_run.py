@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sweep.tracking import names, variant_run
 from sweep.tracking.store import open_experiment
 from sweep.tracking.variant_run import VariantRun
-from sweep.variant import build_variant
+from sweep.variant import resolve, resolve_job
 from tests.conftest import compose_config
 
 
@@ -20,7 +20,7 @@ from tests.conftest import compose_config
 def started(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("variant_run")
     cfg = compose_config(root, [])
-    return build_variant(cfg), cfg.tracking, root
+    return resolve(cfg), resolve_job(cfg).tracking, root
 
 
 def new_run(started, name: str) -> tuple[MlflowClient, VariantRun]:

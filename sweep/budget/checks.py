@@ -7,6 +7,7 @@ bad value stops the sweep in one line before the parent run, the store or the de
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hydra.experimental.callback import Callback
@@ -33,10 +34,14 @@ class Budget:
 
 def read_budget(cfg: DictConfig) -> Budget | None:
     """The budget of a composed config, None when `sweep.budget` is null. Raises ConfigError."""
-    budget = OmegaConf.select(cfg, "sweep.budget")
-    eta = OmegaConf.select(cfg, "sweep.eta", default=3)
-    tolerance = OmegaConf.select(cfg, "sweep.budget_tolerance")
-    rung = OmegaConf.select(cfg, "sweep.rung")
+    sweep = OmegaConf.select(cfg, "sweep")
+    return budget_of(OmegaConf.to_container(sweep, resolve=True) if sweep is not None else {})
+
+
+def budget_of(sweep: Mapping) -> Budget | None:
+    """The budget of a job's `sweep` settings as plain values, None without one. Raises ConfigError."""
+    budget, eta = sweep.get("budget"), sweep.get("eta", 3)
+    tolerance, rung = sweep.get("budget_tolerance"), sweep.get("rung")
     if not _number(eta) or eta < 2:
         raise ConfigError(f"sweep.eta={eta!r}: use a number >= 2 (each rung keeps 1/eta of the variants)")
     if tolerance is not None and not (_number(tolerance) and 0 <= tolerance < 1):

@@ -11,10 +11,9 @@ not RUNNING (nobody trains it), not FINISHED (it has epochs to go).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf
-
-from sweep.budget.checks import read_budget
+from sweep.budget.checks import budget_of
 from sweep.budget.rule import allotment
 from sweep.tracking import names
 from sweep.tracking.variant_run import VariantRun
@@ -32,10 +31,11 @@ class RungPause:
         self._epoch, self._started, self._last = -1, 0.0, None
 
     @classmethod
-    def of(cls, cfg: DictConfig, run: VariantRun) -> RungPause | None:
-        """The job's pause, None outside a budgeted rung (the last variant left trains to the end).
-        A stop recorded by an earlier attempt no longer holds for a run that trains again."""
-        budget, rung = read_budget(cfg), OmegaConf.select(cfg, "sweep.rung")
+    def of(cls, sweep: Mapping, run: VariantRun) -> RungPause | None:
+        """The job's pause from its `sweep` settings (plain values), None outside a budgeted rung (the
+        last variant left trains to the end). A stop recorded by an earlier attempt no longer holds
+        for a run that trains again."""
+        budget, rung = budget_of(sweep), sweep.get("rung")
         if budget is None or rung is None:
             return None
         client, run_id = run.client, run.run_id

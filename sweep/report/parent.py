@@ -5,12 +5,16 @@ also while the sweep runs), so all of it can be written again: tags and metrics,
 sweep writes its params once, at its start: `sweep.report.context.parent_params`).
 
 On the parent:
-- description (the `mlflow.note.content` tag, rendered as Markdown): the verdict and the table;
+- description (the `mlflow.note.content` tag, rendered as Markdown; MLflow shows its first 100 px
+  above "Show more"): the pick in one line, a short table of every variant, how to read the parent's
+  charts, then the whole report;
 - summary metrics at step 0, stamped now, so the latest is this report's: `sweep/best_mAP50-95`
-  (the best row's, as the verdict says) and `sweep/recommended_<figure>` (the recommended row's);
+  (the best row's, as the verdict says) and `sweep/recommended_<figure>` (the recommended row's),
+  at 4 significant digits (the Metrics box prints every digit; report.csv keeps them);
 - per-level series `by_frozen_layers/<figure>`, step = frozen layers, so MLflow's own charts draw
-  accuracy and cost against the freeze level (their x-axis says "Step": the name says what it is);
-  the timestamp is the parent's start, so a refresh re-logs the same points instead of adding new ones;
+  accuracy and cost against the freeze level (their x-axis says "Step": the name and the
+  description say what it is); the timestamp is the parent's start, so a refresh re-logs the same
+  points instead of adding new ones;
 - tags `sweep.recommended` (the row's label) and `sweep.recommended_runs`.
 
 On the variant runs:
@@ -38,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from sweep.report import plots
 from sweep.report.context import HEADLINE
 from sweep.report.runs import MAP50, MAP50_95, metric, param, tag
-from sweep.report.table import FINISHED, NA, display
+from sweep.report.table import FINISHED, NA, display, to_markdown
 from sweep.report.verdict import Verdict
 from sweep.tracking import names
 from sweep.tracking.sweeps import SweepRef
@@ -84,12 +88,19 @@ VIEW_COLUMNS = {
 
 
 def summarize_parent(
-    client: MlflowClient, sweep: SweepRef, frame: pd.DataFrame, table: pd.DataFrame, verdict: Verdict, description: str
+    client: MlflowClient,
+    sweep: SweepRef,
+    frame: pd.DataFrame,
+    table: pd.DataFrame,
+    verdict: Verdict,
+    report: str,
+    timing_doubtful: bool = False,
 ) -> None:
-    """Write the parent's summary and the variants' view of it."""
+    """Write the parent's summary and the variants' view of it; `report`: the report as Markdown,
+    `timing_doubtful`: it warns that the training times do not compare."""
     parent = client.get_run(sweep.parent_run_id)
     now = int(time.time() * 1000)
-    tags = {NOTE: _fit(description), RUN_COLOR: PARENT_COLOR}
+    tags = {NOTE: _fit(description(table, verdict, report, timing_doubtful)), RUN_COLOR: PARENT_COLOR}
     if verdict.recommended is not None:
         row = table.loc[verdict.recommended]
         tags.update({RECOMMENDED: row["label"], RECOMMENDED_RUNS: row["run_ids"]})
@@ -100,6 +111,50 @@ def summarize_parent(
     )
     _mark_variants(client, frame, table, verdict, now)
     _name_variants(client, frame, sweep, distinguishing(client, parent))
+
+
+def description(table: pd.DataFrame, verdict: Verdict, report: str, timing_doubtful: bool = False) -> str:
+    """What the parent's overview shows: the pick (the only line above "Show more"), a short table of
+    every variant, how to read the parent's charts, then the whole report."""
+    if verdict.recommended is None:
+        return f"{verdict.sentence}\n\n{report}"
+    row = display(table).iloc[verdict.recommended]
+    figures = [f"{MAP50_95} {row[MAP50_95]}"]
+    if row["frozen layers"] != "0":  # against no freezing: nothing to say of the unfrozen variant itself
+        figures[0] += f" ({row[f'Δ {MAP50_95}']} against no freezing)" * (row[f"Δ {MAP50_95}"] != NA)
+        figures += [f"trains {row['speedup']} as fast"] * (row["speedup"] != NA)
+    figures.append(f"{row['train time']} of training")
+    figures += [f"{row['GPU mem (MB)']} MB of GPU memory"] * (row["GPU mem (MB)"] != NA)
+    label = table.at[verdict.recommended, "label"]
+    pick = f"**{names.RECOMMENDED_MARK}: {label}** ({row['frozen layers']} layers frozen): {', '.join(figures)}."
+    if timing_doubtful:
+        pick += " The times do not compare fairly: see the warning below."
+    return "\n\n".join([pick, to_markdown(short_table(table, verdict)), charts_note(table), report])
+
+
+def short_table(table: pd.DataFrame, verdict: Verdict) -> pd.DataFrame:
+    """Every variant with the figures that decide: accuracy, what it costs and saves against no freezing."""
+    shown = display(table)
+    columns = ["frozen layers", MAP50_95, f"Δ {MAP50_95}", "speedup", "train time", "GPU mem (MB)"]
+    short = shown[[c for c in columns if (shown[c] != NA).any()]]
+    mark = ["★ " if i == verdict.recommended else "" for i in range(len(table))]
+    return short.assign(freeze=[m + label for m, label in zip(mark, table["freeze"], strict=True)])[
+        ["freeze", *short.columns]
+    ]
+
+
+def charts_note(table: pd.DataFrame) -> str:
+    """The parent's charts plot figures against frozen layers; MLflow calls that axis "Step"."""
+    levels = table.drop_duplicates("frozen_layers").dropna(subset=["frozen_layers"])
+    ticks = ", ".join(
+        f"{layers:.0f} = {freeze}" for layers, freeze in zip(levels["frozen_layers"], levels["freeze"], strict=True)
+    )
+    done = table[table["status"] == FINISHED]
+    series = ", ".join(f"`{metric_key(name)}`" for name, column in FIGURES.items() if done[column].notna().any())
+    return (
+        f"Charts of this run (Model metrics): {series} plot each figure against the number of frozen layers, "
+        f'which MLflow labels "Step" ({ticks}).'
+    )
 
 
 def distinguishing(client: MlflowClient, parent) -> str:  # noqa: ANN001 (mlflow's Run)
@@ -134,10 +189,15 @@ def summary_metrics(table: pd.DataFrame, verdict: Verdict, timestamp: int) -> li
     """The verdict in numbers, at step 0: the best row's mAP50-95 and the recommended row's figures."""
     if verdict.recommended is None:
         return []
-    found = [Metric(BEST, float(table.at[verdict.best, MAP50_95]), timestamp, 0)]
+    found = [Metric(BEST, _readable(table.at[verdict.best, MAP50_95]), timestamp, 0)]
     row = table.loc[verdict.recommended]
-    found += [Metric(k, float(row[c]), timestamp, 0) for k, c in RECOMMENDED_FIGURES.items() if pd.notna(row[c])]
+    found += [Metric(k, _readable(row[c]), timestamp, 0) for k, c in RECOMMENDED_FIGURES.items() if pd.notna(row[c])]
     return found
+
+
+def _readable(value: float) -> float:
+    """4 significant digits: what the Metrics box prints is read, not 11.032063904996903."""
+    return float(f"{float(value):.4g}")
 
 
 def parent_metrics(table: pd.DataFrame, timestamp: int) -> list[Metric]:

@@ -130,8 +130,8 @@ def make_report(
     if log_artifacts:
         _log(client, sweeps, report)
         if len(sweeps) == 1 and report.logged_to:
-            description = f"## {title}\n\n{markdown}\n\nFull report with plots: artifacts, `report/report.html`."
-            summarize_parent(client, sweeps[0], frame, table, verdict, description)
+            whole = f"## {title}\n\n{markdown}\n\nFull report with plots: artifacts, `report/report.html`."
+            summarize_parent(client, sweeps[0], frame, table, verdict, whole, timing_doubtful=bool(cautions))
     return report
 
 

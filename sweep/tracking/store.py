@@ -20,6 +20,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
+from sweep.tracking import names
 from sweep.tracking.credentials import redact, without_credentials
 
 VERSIONED_PACKAGES = ("ultralytics", "torch", "mlflow", "hydra-core", "freeze-sweep")
@@ -93,8 +94,6 @@ def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
 
 def sweep_tags(sweep_dir: Path, overrides: list[str]) -> dict[str, str]:
     """What the parent run records about how the sweep was run."""
-    from sweep.tracking import names
-
     tags = {
         names.OVERRIDES: redact(" ".join(overrides)),
         names.SWEEP_DIR: str(sweep_dir),

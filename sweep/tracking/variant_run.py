@@ -16,7 +16,6 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
 
 from sweep.schedule import trainable_params
 from sweep.tracking import names
@@ -25,7 +24,7 @@ from sweep.tracking.job_status import Outcome, failure_message, outcome_of
 from sweep.tracking.resources import ResourceMonitor, gpu_indices
 from sweep.tracking.results_follower import ResultsFollower, parse_rows
 from sweep.train_defaults import train_defaults
-from sweep.variant import VariantSpec, describe_layers
+from sweep.variant import TrackingSettings, VariantSpec, describe_layers
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +86,11 @@ def variant_params(spec: VariantSpec) -> dict[str, str]:
 class VariantRun:
     """Child run lifecycle plus the ultralytics callbacks that log into it."""
 
-    def __init__(self, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: TrackingSettings) -> None:
         self.client = client
         self.run_id = run_id
         self.spec = spec
-        self.monitor = ResourceMonitor(spec.train_args["device"], tracking.gpu_sample_interval_s, sink=self.log_metrics)
+        self.monitor = ResourceMonitor(spec.device, tracking.gpu_sample_interval_s, sink=self.log_metrics)
         self.system_interval_s = tracking.system_metrics_interval_s
         self._epoch_done = -1
         self._train_started = 0.0
@@ -108,7 +107,7 @@ class VariantRun:
         self.end_status = "FINISHED"  # how a training that returns ends the run; a budget's pause: SCHEDULED
 
     @classmethod
-    def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
+    def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: TrackingSettings) -> VariantRun:
         """A new run (the claim already made it): what the variant is, in params, numbers and words."""
         client.log_batch(
             run_id,
@@ -122,7 +121,7 @@ class VariantRun:
         return cls(client, run_id, spec, tracking)
 
     @classmethod
-    def resume(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: DictConfig) -> VariantRun:
+    def resume(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: TrackingSettings) -> VariantRun:
         """Continue an interrupted run: same run id, epochs already logged are never logged again."""
         run = cls(client, run_id, spec, tracking)
         run._logged_epochs = {m.step for m in client.get_metric_history(run_id, "mAP50")}
@@ -153,7 +152,7 @@ class VariantRun:
     def follow_results(self, save_dir: Path, after_epoch: int):
         """With several GPUs ultralytics trains in a DDP subprocess where our callbacks never run:
         the epochs then reach MLflow from its results.csv, and the final figures from its last row."""
-        if len(gpu_indices(self.spec.train_args["device"])) < 2:
+        if len(gpu_indices(self.spec.device)) < 2:
             yield
             return
         results = save_dir / "results.csv"
