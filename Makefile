@@ -24,8 +24,8 @@ ui: $(BIN)/freeze-sweep  ## the MLflow UI on outputs/mlflow.db, opened on the la
 	$(BIN)/freeze-sweep-ui
 
 test: $(BIN)/freeze-sweep  ## the whole suite, as CI runs it
-	$(BIN)/ruff check sweep tests bench scripts
-	$(BIN)/ruff format --check sweep tests bench scripts
+	$(BIN)/ruff check sweep tests bench scripts hydra_plugins
+	$(BIN)/ruff format --check sweep tests bench scripts hydra_plugins
 	$(BIN)/python -m pytest
 
 test-quick: $(BIN)/freeze-sweep  ## skips the slow multirun tests
@@ -35,11 +35,11 @@ test-gpu: $(BIN)/freeze-sweep  ## the real-GPU tests (needs CUDA)
 	$(BIN)/python -m pytest -m gpu
 
 lint: $(BIN)/freeze-sweep  ## ruff check
-	$(BIN)/ruff check sweep tests bench scripts
+	$(BIN)/ruff check sweep tests bench scripts hydra_plugins
 
 format: $(BIN)/freeze-sweep  ## ruff format, then the fixes ruff can make
-	$(BIN)/ruff format sweep tests bench scripts
-	$(BIN)/ruff check --fix sweep tests bench scripts
+	$(BIN)/ruff format sweep tests bench scripts hydra_plugins
+	$(BIN)/ruff check --fix sweep tests bench scripts hydra_plugins
 
 bench: $(BIN)/freeze-sweep  ## every benchmark at full size (an idle machine); records in bench/results/
 	$(BIN)/python -m bench

@@ -24,7 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import RESULTS  # noqa: E402
 
-BENCHMARKS = ("startup", "overhead", "freezing", "report", "compare", "demo", "schedule", "auto", "faults", "gpu")
+BENCHMARKS = (
+    "startup",
+    "overhead",
+    "freezing",
+    "report",
+    "compare",
+    "demo",
+    "schedule",
+    "auto",
+    "budget",
+    "faults",
+    "gpu",
+)
 TAKES_DEVICE = ("overhead", "freezing")
 
 

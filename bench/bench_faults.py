@@ -1,6 +1,6 @@
 """Randomised fault benchmark: tiny sweeps on one store, hit by kill -9, SIGTERM and SIGINT at
 random moments, pairs of identical sweeps started together, a disk that fills, a read-only
-output folder, kill -9 of a parallel sweep's launching process, the tracking server down for
+output folder, budgeted sweeps hit by kill -9 between rungs or SIGTERM mid-rung, kill -9 of a parallel sweep's launching process, the tracking server down for
 60 s, credentials in MLFLOW_TRACKING_URI, and a report run while a sweep trains; then a plain
 re-run, and an audit of the store, the files and every console line.
 
@@ -53,6 +53,8 @@ FAULTS = (
     "server down 60 s",
     "credentials in the environment URI",
     "report during the sweep",
+    "budget: kill -9 between rungs",
+    "budget: SIGTERM mid-rung",
 )
 SIGNALS = {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 # Rounds that train variants of their own (train.seed = 1000 + round), so that they hit training
@@ -63,7 +65,10 @@ OWN_VARIANTS = (
     "server down 60 s",
     "credentials in the environment URI",
     "report during the sweep",
+    "budget: kill -9 between rungs",
+    "budget: SIGTERM mid-rung",
 )
+BUDGET = ("sweep.budget=0.01", "sweep.eta=2")  # each rung one more epoch per variant (tiny: all tied, all kept)
 DEFAULT_SEED = 0  # ultralytics' own
 SERVER_DOWN_S = 60.0
 ORPHAN_GRACE_S = 60.0  # how long a parallel sweep's workers may take to notice their parent died
@@ -331,6 +336,30 @@ def report_during_sweep(root: Path, name: str, seed: tuple[str, ...], uri: str, 
     return f"{reported}, sweep exit {wait_or_kill(process)}"
 
 
+def budgeted(root: Path, name: str, seed: tuple[str, ...], fault: str) -> str:
+    """A budgeted sweep hit between its first two rungs (once rung 1 is decided) or in the middle of
+    rung 2 (once its first variant trained its second epoch)."""
+    process = start(root, name, extra=(*seed, *BUDGET))
+    folder = sweep_dir(root, name)
+    results = folder / "0" / "train" / "results.csv"
+
+    def moment() -> bool:
+        if "between" in fault:
+            return (folder / "budget.json").is_file()
+        return results.is_file() and len(results.read_text().splitlines()) >= 3
+
+    deadline = time.monotonic() + 900
+    while not moment():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return f"finished first, exit {wait_or_kill(process)}"
+        time.sleep(0.05)
+    if "kill -9" in fault:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.send_signal(signal.SIGTERM)
+    return f"{fault} landed, exit {wait_or_kill(process, 120)}"
+
+
 def wait_or_kill(process: subprocess.Popen, timeout_s: float = 900) -> int:
     try:
         return process.wait(timeout=timeout_s)
@@ -358,6 +387,8 @@ def run_round(root: Path, number: int, fault: str, delay: float, uri: str, tally
         return credentials_in_environment(root, name, seed, uri)
     if fault == "report during the sweep":
         return report_during_sweep(root, name, seed, uri, delay)
+    if fault.startswith("budget:"):
+        return budgeted(root, name, seed, fault)
     return hit(start(root, name), fault, delay)
 
 
@@ -396,7 +427,8 @@ def audit(uri: str, seeds: int = 1) -> dict[str, int]:
         if run.info.status == "FINISHED":
             for key in ("mAP50", names.EPOCH_TIME):
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-                bad_histories += steps != list(range(1, EPOCHS + 1))
+                stopped = names.STOPPED_AT_RUNG in run.data.tags  # a budget stopped it: its epochs so far
+                bad_histories += steps != list(range(1, (len(steps) if stopped else EPOCHS) + 1))
     expected = len(FREEZES.split(",")) * seeds
     return {
         "variants expected": expected,

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AutoFreezer
+from sweep.budget.pause import RungPause
 from sweep.checkpoints import output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
@@ -79,7 +80,8 @@ def job_variant(hc) -> VariantSpec | None:
     """The variant the launching process resolved for this job, on this host: resolved once."""
     if hc.mode != RunMode.MULTIRUN:
         return None
-    return saved_variant(Path(hc.sweep.dir), list(hc.overrides.task))
+    task = [o for o in hc.overrides.task if not o.startswith("sweep.rung=")]  # a budget's rung: not the variant
+    return saved_variant(Path(hc.sweep.dir), task)
 
 
 @contextmanager
@@ -116,7 +118,10 @@ def train_variant(spec: VariantSpec, settings: JobSettings, job_dir: Path, job: 
         progress.result(f"{status.outcome.value.lower()}: {status.note}")
         return status
     with ended_if_left_running(client, claim.run.info.run_id):
-        result = train_claimed(settings, client, claim, spec, sweep, progress, job_dir)
+        result, pause = train_claimed(settings, client, claim, spec, sweep, progress, job_dir)
+    if pause and pause.paused:  # a budgeted rung's share is trained: the sweeper decides what follows
+        progress.result(pause.note())
+        return job.end(paused=True, note=pause.note())
     progress.result(result_line(result.metrics, job_dir / "train.log"))
     return job.end(metrics=result.metrics)
 
@@ -141,16 +146,22 @@ def train_claimed(
     sweep: SweepInfo | None,
     progress: Progress,
     job_dir: Path,
-) -> TrainResult:
-    """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts."""
+) -> tuple[TrainResult | None, RungPause | None]:
+    """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts; in a
+    budgeted rung only up to the rung's allotment (none when it was trained already)."""
     run, save_dir = open_variant_run(client, claim, spec, settings)
+    pause = RungPause.of(settings.config["sweep"], run)
+    if pause and pause.reached:
+        pause.skip()
+        return None, pause
     schedule = schedule_callbacks(spec.schedule) if spec.switches else {}
     threads = cpu_threads_callbacks(spec.cpu_threads, spec.device)
     workers = cpu_workers_callbacks(spec.cpu_workers, spec.train_args["workers"], spec.device)
     load = machine_load_callbacks(run.log_metrics)
     auto = auto_freeze_callbacks(spec, run)
     data_wait = DataWait(run.log_metrics).callbacks()  # after the schedule's epoch start: its work is no wait
-    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load)
+    budget = pause.callbacks() if pause else {}  # after run's: the pause follows the epoch's logging
+    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget)
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=settings.verbose)
     with quiet, run, Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP
@@ -164,7 +175,7 @@ def train_claimed(
                 resume=claim.resuming,
             )
         run.log_artifacts(result.save_dir, job_dir, settings.tracking.log_weights, resolved_yaml(settings, spec))
-    return result
+    return result, pause
 
 
 def auto_freeze_callbacks(spec: VariantSpec, run: VariantRun) -> dict[str, list]:

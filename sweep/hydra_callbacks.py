@@ -20,6 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.budget.checks import SWEEPER
 from sweep.errors import ConfigError, exit_with
 from sweep.files import MIB, check_output_dir, write_atomic
 from sweep.tracking import parent_run
@@ -30,6 +31,7 @@ from sweep.tracking.store import connect, first_line, open_experiment, sweep_tag
 
 log = logging.getLogger("sweep")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default, by its _target_
+BASIC_SWEEPERS = (BASIC_SWEEPER, SWEEPER)  # ours (the default here) expands jobs as the basic one does
 
 
 def expand_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -42,7 +44,7 @@ def expand_jobs(config: DictConfig) -> list[list[str]] | None:
     `split_arguments`; tests/test_pinned_apis.py holds the two equal): one value per key, the
     cross product of the swept keys in the order given, the first key slowest.
     """
-    if config.hydra.sweeper._target_ != BASIC_SWEEPER:
+    if config.hydra.sweeper._target_ not in BASIC_SWEEPERS:
         return None
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)

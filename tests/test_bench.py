@@ -11,6 +11,7 @@ import pytest
 
 from bench.__main__ import rows
 from bench.bench_auto import goal, over_seeds, summarize
+from bench.bench_budget import budget_rule, equal_epoch_halving, pick
 from bench.bench_freezing import ideal_speedup, layer_flops, steady
 from bench.bench_overhead import measure, yolo_command, yolo_value
 
@@ -130,3 +131,27 @@ def test_the_auto_goal_needs_none_s_accuracy_and_three_quarters_of_its_time() ->
     assert slow["mAP50-95 auto - none"]["met"] and not slow["train time auto / none"]["met"] and not slow["met"]
     worse = goal(summarize(none + seeds("auto", [0.78, 0.79, 0.785], [20.0, 20.0, 20.0])))  # 0.785: 0.015 below
     assert worse["mAP50-95 auto - none"]["value"] == pytest.approx(-0.015) and not worse["met"]
+
+
+def crossing_grid() -> dict[str, list[dict]]:
+    """Three configurations of 6 epochs: a frozen one fast early then flat, a slow unfrozen one that
+    overtakes it late, and one in between that never leads."""
+
+    def variant(epoch_s: float, scores: list[float]) -> list[dict]:
+        return [{"epoch_times": [epoch_s] * len(scores), "scores": scores}]
+
+    return {
+        "frozen": variant(1.0, [0.40, 0.45, 0.47, 0.48, 0.48, 0.48]),
+        "unfrozen": variant(2.0, [0.20, 0.35, 0.45, 0.52, 0.57, 0.60]),
+        "mid": variant(1.5, [0.30, 0.35, 0.38, 0.40, 0.41, 0.41]),
+    }
+
+
+def test_replays_equal_epoch_halving_drops_the_late_winner_the_budget_rule_keeps_it() -> None:
+    grid = crossing_grid()
+    assert pick(grid, 0.01) == "unfrozen"
+    survivors, cost = equal_epoch_halving(grid, eta=3, first=1)
+    assert survivors == {"frozen"} and cost == pytest.approx(6 + 2 + 1.5)  # the others after one epoch
+    finals, cost = budget_rule(grid, eta=3, budget_s=4.0, tolerance=0.01)
+    assert pick({c: grid[c] for c in finals}, 0.01) == "unfrozen"
+    assert "mid" not in finals and cost == pytest.approx(6 + 12 + 4.5)  # mid stopped after 3 epochs

@@ -20,7 +20,15 @@ def test_how_a_job_ends_decides_its_outcome() -> None:
     assert failed.error.startswith("RuntimeError: CUDA out of memory -- hint: out of memory")
     assert Job("v").end(KeyboardInterrupt("SIGTERM")).outcome is Outcome.KILLED
     assert Job("v").end(SystemExit(0)).outcome is Outcome.KILLED  # submitit requeueing the job
-    assert [o.ok for o in Outcome] == [True, True, False, False]
+    assert Job("v", "r1").end(paused=True, note="paused at rung 1").outcome is Outcome.PAUSED  # a budget's rung
+    assert Job("v").end(KeyboardInterrupt("SIGTERM"), paused=True).outcome is Outcome.KILLED
+    assert [o.ok for o in Outcome] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]  # a sweep that ends on a pause did not finish it
 
 
 def test_a_status_survives_its_file(tmp_path: Path) -> None:

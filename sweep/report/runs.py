@@ -19,11 +19,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
+from sweep.report.budget import run_status
 from sweep.tracking import names
 from sweep.tracking.sweeps import SweepRef, variant_runs
 
 MAX_POINTS = 10**9  # a bulk history read's row limit: no limit
-RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID)
+RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID, names.STOPPED_AT_RUNG)
 
 # Latest values the table reads; absent ones (GPU figures of a CPU run) become NaN columns.
 SUMMARY_METRICS = (
@@ -77,7 +78,7 @@ def run_record(run: Run, sweep: SweepRef) -> dict:
     record = {
         "run_id": info.run_id,
         "run_name": info.run_name,
-        "status": info.status,
+        "status": run_status(run),  # STOPPED for a variant a budget stopped
         "start_time": info.start_time,
         "end_time": info.end_time,
         "sweep": sweep.sweep_id,

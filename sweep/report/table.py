@@ -43,7 +43,14 @@ VALUES = {
     "load_per_core": "load_per_core",  # mean over epochs of the machine's 1-minute load average per core
 }
 DELTAS = (MAP50, MAP50_95)
-STATUS_ORDER = {FINISHED: 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
+STATUS_ORDER = {
+    FINISHED: 0,
+    "STOPPED": 1,
+    "RUNNING": 2,
+    "SCHEDULED": 3,
+    "FAILED": 4,
+    "KILLED": 5,
+}  # STOPPED: by a budget
 
 
 def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from sweep.report import plots
+from sweep.report.budget import STOPPED, budget_line
 from sweep.report.context import sweep_settings
 from sweep.report.html import render_page
 from sweep.report.parent import summarize_parent
@@ -100,6 +101,7 @@ def make_report(
     notes = table_notes(table)
     settings = sweep_settings(frame)
     summary = summary_lines(table, verdict, settings)
+    summary += [line for line in [budget_line(client, sweeps, frame, histories)] if line]
     cautions = timing_warnings(frame, table)
     markdown = "\n\n".join(
         [
@@ -183,7 +185,7 @@ def table_notes(table: pd.DataFrame) -> list[str]:
         )
     if table["gpu_mem_mb"].isna().all():
         notes.append("GPU columns n/a: no run logged GPU figures (CPU runs); see the resources plot for CPU RSS.")
-    unfinished = table.loc[table["status"] != FINISHED, "label"].tolist()
+    unfinished = table.loc[~table["status"].isin([FINISHED, STOPPED]), "label"].tolist()
     if unfinished:
         notes.append(f"not finished, shown apart and without best metrics: {', '.join(unfinished)}.")
     notes.append(

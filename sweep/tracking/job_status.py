@@ -2,7 +2,8 @@
 job's variant.json, and read back by the sweep's end-of-run summary.
 
 A job is FINISHED (trained, or reused a finished run), HELD (a live run elsewhere trains it and
-`sweep.on_held=skip`), FAILED (an error) or KILLED (a signal: SIGTERM, SIGINT, a requeue).
+`sweep.on_held=skip`), FAILED (an error) or KILLED (a signal: SIGTERM, SIGINT, a requeue); in a
+budgeted sweep, PAUSED (it trained its rung's share; the budget's sweeper decides what follows).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Outcome(str, Enum):
     HELD = "HELD"
     FAILED = "FAILED"
     KILLED = "KILLED"
+    PAUSED = "PAUSED"  # a budgeted rung's share trained (sweep/budget/): not done until a later rung or a stop
 
     @property
     def ok(self) -> bool:
@@ -96,11 +98,14 @@ class Job:
         error: BaseException | None = None,
         *,
         held: bool = False,
+        paused: bool = False,
         reused: bool = False,
         note: str = "",
         metrics: dict[str, float] | None = None,
     ) -> JobStatus:
-        outcome = Outcome.HELD if held and error is None else outcome_of(error)
+        outcome = outcome_of(error)
+        if error is None and (held or paused):
+            outcome = Outcome.HELD if held else Outcome.PAUSED
         self.status = JobStatus(
             self.name,
             outcome,

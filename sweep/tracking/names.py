@@ -22,6 +22,7 @@ RESUMED_AFTER = "sweep.resumed_after"  # on a resumed run: why its previous atte
 OVERRIDES = "sweep.overrides"
 GIT_COMMIT = "git.commit"
 SWEEP_DIR = "sweep.dir"
+BUDGET = "sweep.budget"  # a budgeted sweep's settings (sweep/budget/), e.g. "sweep.budget=60 s, eta=3, ..."
 
 # Tags on a variant run.
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -33,6 +34,8 @@ ERROR_TRACEBACK = "error.traceback"
 REUSED_BY = "sweep.reused_by."  # + parent run id, on a FINISHED run a later sweep reused (value: its sweep id)
 SUPERSEDED_BY = "superseded_by"  # on an unfinished run replaced by a newer run of the same config
 FIGURES_MISSING = "sweep.figures_missing"  # what the store refused while the variant trained on
+STOPPED_AT_RUNG = "sweep.stopped_at_rung"  # a budgeted sweep stopped the variant after this rung (FINISHED)
+STOPPED_REASON = "sweep.stopped_reason"  # ... and why: its figures against those kept (sweep/budget/rule.py)
 
 # Params on a variant run (values are strings in MLflow).
 P_MODEL = "model"  # model name, e.g. yolov8s

@@ -104,6 +104,7 @@ class VariantRun:
         self._lost: list[str] = []  # what could not be recorded, for the run's `sweep.figures_missing`
         self._said = ""  # the last store error warned about: said once, not every epoch
         self._lock = threading.Lock()  # the epoch callbacks and the background samplers log alike
+        self.end_status = "FINISHED"  # how a training that returns ends the run; a budget's pause: SCHEDULED
 
     @classmethod
     def start(cls, client: MlflowClient, run_id: str, spec: VariantSpec, tracking: TrackingSettings) -> VariantRun:
@@ -290,7 +291,7 @@ class VariantRun:
         self.log_metrics(self.monitor.summary(), step=0)
         self.close_record()
         if exc is None:
-            self.client.set_terminated(self.run_id, "FINISHED")
+            self.client.set_terminated(self.run_id, self.end_status)
             return False
         message = failure_message(exc)
         self.client.set_tag(self.run_id, names.ERROR, message[:5000])

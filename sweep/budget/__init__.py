@@ -1,0 +1,1 @@
+"""Budgeted sweeps (`sweep.budget`): successive halving over the variants of a sweep, by training time."""

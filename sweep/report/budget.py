@@ -1,0 +1,63 @@
+"""A budgeted sweep in the report: its stopped variants marked, and what the budget saved.
+
+A variant the budget stopped is FINISHED in MLflow (its record is complete up to its stop) but
+did not train its epochs: the report calls it STOPPED, keeps it out of the verdict (which
+compares finished trainings), and draws its curve up to the stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import names
+from sweep.tracking.sweeps import SweepRef
+
+if TYPE_CHECKING:
+    from sweep.report.runs import History
+
+STOPPED = "STOPPED"
+
+
+def run_status(run: Run) -> str:
+    """MLflow's status, STOPPED for a variant the budget stopped."""
+    return STOPPED if names.STOPPED_AT_RUNG in run.data.tags else run.info.status
+
+
+def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.DataFrame, histories: History) -> str:
+    """How much of the full grid's training time the budget saved; "" for sweeps without one.
+
+    Training time is the runs' `epoch_time_s` summed; a stopped variant's full training is
+    estimated as its epochs so far at their mean time times its `train.epochs`.
+    """
+    from sweep.report.runs import param, tag  # runs.py reads run_status from here
+
+    budgets = [client.get_run(s.parent_run_id).data.tags.get(names.BUDGET, "") for s in sweeps]
+    if not any(budgets):
+        return ""
+    spent, full, stopped = 0.0, 0.0, 0
+    for record in frame.to_dict("records"):
+        times = histories.get(record["run_id"], {}).get(names.EPOCH_TIME)
+        run_spent = float(times.sum()) if times is not None else 0.0
+        spent += run_spent
+        if record["status"] == STOPPED and times is not None and len(times):
+            stopped += 1
+            planned = pd.to_numeric(record.get(param(names.P_EPOCHS)), errors="coerce")
+            full += run_spent / len(times) * max(float(planned), len(times)) if planned == planned else run_spent
+        else:
+            full += run_spent
+    saved = 100 * (1 - spent / full) if full > 0 else 0.0
+    rung = pd.to_numeric(frame.get(tag(names.STOPPED_AT_RUNG), pd.Series(dtype=float)), errors="coerce")
+    rungs = [str(int(r)) for r in sorted(rung.dropna().unique())]
+    where = f" (after rung{'s' * (len(rungs) > 1)} {', '.join(rungs)})" if rungs else ""
+    return (
+        f"**Budget** ({'; '.join(b for b in dict.fromkeys(budgets) if b)}): {stopped} of {len(frame)} variants "
+        f"stopped early{where}: STOPPED rows, left out of the recommendation, their curves ending at the stop. "
+        f"{saved:.0f}% of the full grid's training time saved: {spent:,.0f} s of training against about "
+        f"{full:,.0f} s for every variant's full training (a stopped variant's remaining epochs estimated at "
+        "its mean epoch time)."
+    )

@@ -1,0 +1,102 @@
+"""The budget's survival rule: equal cost, ties, crossing curves (sweep/budget/rule.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sweep.budget.rule import Curve, allotment, decide
+
+
+def curve(epoch_s: float, scores: list[float], complete: bool = False) -> Curve:
+    return Curve.from_epochs([epoch_s] * len(scores), scores, complete)
+
+
+def test_allotment_grows_by_eta_per_rung() -> None:
+    assert [allotment(10, 3, k) for k in (1, 2, 3)] == [10, 30, 90]
+
+
+def test_value_is_the_best_so_far_linear_between_epoch_ends() -> None:
+    c = curve(2.0, [0.2, 0.1, 0.4])
+    assert c.value_at(1.0) == pytest.approx(0.1)  # halfway from (0, 0) to (2, 0.2)
+    assert c.value_at(3.0) == pytest.approx(0.2)  # the dip to 0.1 is not a loss: best.pt keeps 0.2
+    assert c.value_at(5.0) == pytest.approx(0.3)
+    assert c.value_at(100.0) == pytest.approx(0.4)
+
+
+def test_cut_keeps_the_first_epoch_that_reached_the_allotment() -> None:
+    c = curve(2.0, [0.1, 0.2, 0.3, 0.4])
+    assert c.cut(3.0).scores == (0.1, 0.2)
+    assert c.cut(4.0).scores == (0.1, 0.2)
+    assert c.cut(100.0) == c
+
+
+def test_compares_at_equal_cost_not_equal_epochs() -> None:
+    # Per epoch "slow" is better (0.42 vs 0.30, then 0.43 vs 0.40), but "fast" trains 3 epochs in
+    # the seconds "slow" needs for one, and is better at equal training time.
+    candidates = {"fast": [curve(1.0, [0.3, 0.4, 0.45, 0.46, 0.46, 0.46])], "slow": [curve(3.0, [0.42, 0.43])]}
+    decision = decide(candidates, rung=1, allotment_s=6.0, eta=2, tolerance=0.0)
+    assert decision.compared_at_s == pytest.approx(6.0)
+    assert decision.kept == ("fast",)
+    assert "slow" in decision.stopped and "rung 1" in decision.stopped["slow"]
+
+
+def test_after_one_epoch_the_slope_is_the_average_rate_since_the_start() -> None:
+    assert curve(3.0, [0.42]).slope() == pytest.approx(0.14)
+    assert curve(1.0, [0.4, 0.4]).slope() == 0.0
+    assert curve(1.0, [0.4, 0.5], complete=True).slope() == 0.0
+
+
+def test_keeps_ceil_n_over_eta_plus_ties_within_tolerance() -> None:
+    scores = {"a": 0.50, "b": 0.49, "c": 0.485, "d": 0.40, "e": 0.30}
+    candidates = {name: [curve(1.0, [s / 2, s, s])] for name, s in scores.items()}  # flat at the end: no slope
+    assert decide(candidates, 1, 3.0, eta=3, tolerance=0.0).kept == ("a", "b")
+    assert decide(candidates, 1, 3.0, eta=3, tolerance=0.01).kept == ("a", "b", "c")
+
+
+def test_a_steep_late_learner_is_kept_when_its_slope_could_overtake() -> None:
+    frozen = curve(1.0, [0.40, 0.45, 0.47, 0.48])  # fast early, levelling off
+    unfrozen = curve(2.0, [0.10, 0.30])  # slower epochs, steep
+    middling = curve(1.0, [0.20, 0.22, 0.23, 0.235])
+    decision = decide({"frozen": [frozen], "unfrozen": [unfrozen], "mid": [middling]}, 1, 4.0, eta=3, tolerance=0.0)
+    assert decision.kept == ("frozen", "unfrozen")
+    assert decision.kept_for_slope == ("unfrozen",)
+    assert list(decision.stopped) == ["mid"]
+    assert decision.projected["unfrozen"] > decision.projected["frozen"]
+
+
+def test_replicates_are_one_candidate_scored_by_their_mean() -> None:
+    candidates = {
+        "x": [curve(1.0, [0.5, 0.5]), curve(1.0, [0.1, 0.1])],  # mean 0.3
+        "y": [curve(1.0, [0.35, 0.35]), curve(1.0, [0.35, 0.35])],
+    }
+    decision = decide(candidates, 1, 2.0, eta=2, tolerance=0.0)
+    assert decision.values["x"] == pytest.approx(0.3)
+    assert decision.kept == ("y",) and list(decision.stopped) == ["x"]
+
+
+def test_a_complete_variant_is_never_stopped_and_keeps_its_final_value() -> None:
+    done = curve(1.0, [0.2, 0.3], complete=True)  # finished its 2 epochs after 2 s
+    running = curve(2.0, [0.25, 0.26, 0.27])
+    decision = decide({"done": [done], "running": [running]}, 1, 5.0, eta=2, tolerance=0.0)
+    assert decision.compared_at_s == pytest.approx(6.0)
+    assert decision.values["done"] == pytest.approx(0.3)
+    assert decision.kept == ("done",)
+    assert list(decision.stopped) == ["running"]
+    alone = decide({"done": [done], "also": [curve(1.0, [0.1, 0.1], complete=True)]}, 1, 5.0, 2, 0.0)
+    assert alone.stopped == {}
+
+
+def test_a_re_run_with_longer_histories_decides_as_the_first_run() -> None:
+    first = {"a": [curve(1.0, [0.3, 0.4])], "b": [curve(2.0, [0.35])]}
+    later = {"a": [curve(1.0, [0.3, 0.4, 0.6, 0.7])], "b": [curve(2.0, [0.35])]}  # a trained on in rung 2
+    assert decide(first, 1, 2.0, 2, 0.0).as_record() == decide(later, 1, 2.0, 2, 0.0).as_record()
+
+
+def test_record_is_json_ready() -> None:
+    import json
+
+    decision = decide({"a": [curve(1.0, [0.3])], "b": [curve(1.0, [0.1])]}, 1, 1.0, 2, 0.0)
+    record = json.loads(json.dumps(decision.as_record()))
+    assert record["kept"] == ["a"] and set(record["stopped"]) == {"b"} and not math.isnan(record["compared_at_s"])

@@ -1,0 +1,142 @@
+"""Budgeted sweeps through the CLI (sweep/budget/rungs.py, pause.py, checks.py): bad input refused
+in one line before anything is recorded; kill -9 and SIGTERM between rungs and mid-rung, then a
+re-run: every variant FINISHED once, none RUNNING, every history exactly 1..N."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep.tracking import names
+from tests.conftest import ROOT, TINY, run_cli, run_sweep
+
+EPOCHS = 4
+# Rung k trains every variant one more epoch (its first epoch already passes 0.01 s); the tiny demo's
+# mAP is 0 for all, so all are tied and kept until they finish: 4 rungs of 2 jobs.
+BUDGETED = ["freeze=0,22", f"train.epochs={EPOCHS}", "sweep.budget=0.01", "sweep.eta=2"]
+
+
+@pytest.mark.slow  # about 10 s a command
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sweep.budget=0"], "sweep.budget=0: use null (train every variant in full) or the seconds"),
+        (["sweep.budget=60", "sweep.eta=1.5"], "sweep.eta=1.5: use a number >= 2"),
+        (["sweep.budget=60,120"], "sweep.budget=60,120: the budget's settings are one per sweep"),
+    ],
+)
+def test_a_bad_budget_is_one_line_before_anything_is_recorded(
+    overrides: list[str], message: str, tmp_path: Path
+) -> None:
+    result = run_cli(["-m", *TINY, *overrides], tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("freeze-sweep: error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()  # no store, no sweep folder, no demo base
+
+
+def start(root: Path, cache_root: Path, name: str) -> subprocess.Popen:
+    sweep_dir = root / "outputs" / "multiruns" / name
+    command = [sys.executable, "-m", "sweep", "-m", *TINY, f"paths.cache_dir={cache_root}/outputs/cache"]
+    command += [*BUDGETED, f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "FREEZE_SWEEP_ROOT": str(root)}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def between_rungs(sweep_dir: Path) -> bool:
+    """Rung 1 decided (budget.json written), rung 2 not training yet."""
+    return (sweep_dir / "budget.json").is_file()
+
+
+def mid_rung(sweep_dir: Path) -> bool:
+    """Rung 2 under way: the first variant has trained its second epoch."""
+    results = sweep_dir / "0" / "train" / "results.csv"
+    return results.is_file() and len(results.read_text().splitlines()) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "when"),
+    [(signal.SIGKILL, between_rungs), (signal.SIGTERM, mid_rung)],
+    ids=["kill-9-between-rungs", "sigterm-mid-rung"],
+)
+def test_a_budgeted_sweep_hit_then_re_run_keeps_the_trustworthy_record(
+    fault: signal.Signals, when, tmp_path: Path, cache_root: Path
+) -> None:
+    first = start(tmp_path, cache_root, "first")
+    sweep_dir = tmp_path / "outputs" / "multiruns" / "first"
+    deadline = time.monotonic() + 900
+    while not when(sweep_dir):
+        assert first.poll() is None, f"the sweep ended before the fault (exit {first.returncode})"
+        assert time.monotonic() < deadline, "timed out waiting for the moment of the fault"
+        time.sleep(0.05)
+    if fault == signal.SIGKILL:
+        os.killpg(first.pid, signal.SIGKILL)
+    else:
+        first.send_signal(fault)
+    assert first.wait(timeout=120) != 0
+
+    again = run_sweep(tmp_path, cache_root, BUDGETED, name="again")
+    assert again.result.returncode == 0, again.result.stdout[-3000:] + again.result.stderr[-3000:]
+    client = MlflowClient(again.tracking_uri)
+    experiment = client.get_experiment_by_name("freeze-sweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    variants = [r for r in runs if r.data.tags.get(names.ROLE) == names.ROLE_VARIANT]
+    finished = Counter(r.data.tags[names.CONFIG_HASH] for r in variants if r.info.status == "FINISHED")
+    assert len(finished) == 2 and set(finished.values()) == {1}  # 0 lost, 0 duplicates
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    for run in variants:
+        if run.info.status == "FINISHED":
+            for key in ("mAP50", names.EPOCH_TIME):
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, key, steps)
+    record = json.loads((again.sweep_dir / "budget.json").read_text())
+    assert [v["status"] for v in record["variants"]] == ["FINISHED", "FINISHED"]
+    assert len(record["rungs"]) >= 1
+
+
+def test_the_rule_stops_a_paused_variant_finished_tagged_and_recorded(tmp_path: Path) -> None:
+    """Between rungs, from what the store holds: a paused run the rule drops ends FINISHED with its
+    rung and reason; its job's variant.json says FINISHED; a stop already recorded stands."""
+    from mlflow.entities import Metric
+
+    from sweep.budget.checks import Budget
+    from sweep.budget.rungs import Rungs, Variant
+    from sweep.tracking.store import open_experiment
+
+    client, experiment_id = open_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "freeze-sweep")
+    variants = []
+    for num, (epoch_s, scores) in enumerate([(1.0, [0.4, 0.5]), (1.0, [0.1, 0.1]), (2.0, [0.3])]):
+        run_id = client.create_run(experiment_id, run_name=f"v{num}").info.run_id
+        history = [Metric(names.EPOCH_TIME, epoch_s, 0, e) for e in range(1, len(scores) + 1)]
+        history += [Metric("mAP50-95", s, 0, e) for e, s in enumerate(scores, 1)]
+        client.log_batch(run_id, metrics=history)
+        client.set_terminated(run_id, "SCHEDULED")
+        variants.append(Variant(num, [f"freeze={num}"], f"freeze={num}", f"v{num}", run_id, "PAUSED"))
+    client.set_tag(variants[2].run_id, names.STOPPED_AT_RUNG, "1")  # a previous run of the sweep stopped it here
+    rungs = Rungs(sweeper=None, budget=Budget(2.0, 3.0, 0.0))
+    for variant in variants:  # the job folders the first rung made
+        (tmp_path / str(variant.num)).mkdir()
+    decision = rungs.judge(client, variants, rung=1)
+    assert decision.kept[0] == "freeze=0" and "freeze=1" in decision.stopped
+    for variant in variants:
+        if variant.candidate in decision.stopped or variant.stopped_at_rung == 1:
+            rungs.stop(client, tmp_path, variant, 1, decision.stopped.get(variant.candidate, ""))
+    stopped = client.get_run(variants[1].run_id)
+    assert stopped.info.status == "FINISHED" and stopped.data.tags[names.STOPPED_AT_RUNG] == "1"
+    assert stopped.data.tags[names.STOPPED_REASON].startswith("rung 1: mAP50-95 0.100 after 2.0 s of training")
+    assert client.get_run(variants[2].run_id).info.status == "FINISHED"  # the recorded stop stands
+    assert client.get_run(variants[0].run_id).info.status == "SCHEDULED"  # kept: paused for rung 2
+    status = json.loads((tmp_path / "1" / "variant.json").read_text())
+    assert status["status"] == "FINISHED" and status["note"].startswith("stopped by the budget, rung 1: mAP50-95 0.100")

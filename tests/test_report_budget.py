@@ -1,0 +1,51 @@
+"""A budgeted sweep in the report: STOPPED rows, their curves, the training time saved (sweep/report/budget.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.report.plots import epoch_curves
+from sweep.report.runs import EPOCH_SERIES, MAP50_95, load_histories, load_runs
+from sweep.report.write import make_report
+from sweep.tracking import names
+from sweep.tracking.sweeps import find_sweeps
+from tests.test_report import add_variant, new_sweep, store, table_rows  # noqa: F401 (store: a fixture)
+
+
+def test_stopped_variants_are_marked_drawn_to_their_stop_and_the_saving_is_said(store: str, tmp_path: Path) -> None:  # noqa: F811
+    client, exp, parent = new_sweep(store, "budgeted", "b1")
+    client.set_tag(parent, names.BUDGET, "sweep.budget=20 s, eta=3, tolerance=0.01")
+    add_variant(client, exp, parent, 0, best=0.50, train_time=90.0, epochs=3)  # 30 s an epoch, all 3 trained
+    stopped = add_variant(client, exp, parent, 10, best=0.70, train_time=60.0, epochs=3, status="KILLED")
+    client.update_run(stopped, "RUNNING")
+    client.set_tag(stopped, names.STOPPED_AT_RUNG, "1")
+    client.set_tag(stopped, names.STOPPED_REASON, "rung 1: below the 1 kept")
+    client.set_terminated(stopped, "FINISHED")  # 2 of its 3 epochs, 20 s each, as a stop leaves it
+
+    report = make_report(client, find_sweeps(client, "budgeted"), tmp_path, log_artifacts=False)
+    table = report.table.set_index("frozen_layers")
+    assert table.at[10, "status"] == "STOPPED"
+    assert report.table.at[report.verdict.recommended, "frozen_layers"] == 0  # 10 was better, but not trained out
+    assert {row["frozen layers"]: row["status"] for row in table_rows(report.markdown)} == {
+        "0": "FINISHED",
+        "10": "STOPPED",
+    }
+    # spent 90 + 40 s; the full grid: 90 + 3 x 20 s
+    assert "1 of 2 variants stopped early (after rung 1)" in report.markdown
+    assert "13% of the full grid's training time saved: 130 s of training against about 150 s" in report.markdown
+
+    histories = load_histories(client, load_runs(client, find_sweeps(client, "budgeted")), EPOCH_SERIES)
+    lines = {line.get_label(): line for line in epoch_curves(report.table, histories).axes[1].get_lines()}
+    curve = lines["yolov8n freeze=10 STOPPED"]
+    assert list(curve.get_xdata()) == [1, 2] and curve.get_linestyle() == "--"  # up to its stop
+    assert list(curve.get_ydata()) == pytest.approx([0.7 / 3, 0.7 * 2 / 3])
+    assert MAP50_95 in report.table
+
+
+def test_a_sweep_without_a_budget_says_nothing_of_one(store: str, tmp_path: Path) -> None:  # noqa: F811
+    client, exp, parent = new_sweep(store, "unbudgeted", "u1")
+    add_variant(client, exp, parent, 0)
+    report = make_report(client, find_sweeps(client, "unbudgeted"), tmp_path, log_artifacts=False)
+    assert "Budget" not in report.markdown and "STOPPED" not in report.markdown
