@@ -68,15 +68,18 @@ def summarize(frame: pd.DataFrame, histories: History) -> pd.DataFrame:
         load_per_core=[_mean(h, names.LOAD_PER_CORE) for h in of_run],
     )
     identity = [*IDENTITY_PARAMS, *sorted(_train_params(frame))]
-    runs["_base"] = _keys(runs, identity)
     auto = _param(runs, names.P_FREEZE_AUTO)  # freeze=auto: its rule is the configuration, its schedule an outcome
-    runs["_config"] = (
-        runs["_base"] + "\x1f" + _param(runs, names.P_FREEZE_LAYERS) + "\x1f" + schedules.where(auto == "", auto)
+    runs = runs.assign(
+        **{_id(p): _param(runs, p) for p in identity},
+        _frozen=_param(runs, names.P_FREEZE_LAYERS),
+        _rule=schedules.where(auto == "", auto),
     )
+    base_key = [_id(p) for p in identity]  # one configuration but for what it freezes
     model = _param(runs, names.P_MODEL)  # what varies with the model (arch, weights) is said by the model
     varying = [p for p in identity if p != names.P_MODEL and _param(runs, p).groupby(model).nunique().gt(1).any()]
-    rows = [_aggregate(group, varying) for _, group in runs.groupby(["_config", "status"], sort=False)]
-    table = _against_unfrozen(pd.DataFrame(rows))
+    config_key = [*base_key, "_frozen", "_rule", "status"]
+    rows = [_aggregate(group, varying, base_key) for _, group in runs.groupby(config_key, sort=False)]
+    table = _against_unfrozen(pd.DataFrame(rows), base_key)
     table["_order"] = table["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
     table = table.sort_values(
         ["model", "config", "frozen_layers", "_order", "freeze"], na_position="last", kind="stable"
@@ -142,7 +145,7 @@ def to_markdown(shown: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
+def _aggregate(group: pd.DataFrame, varying: list[str], base_key: list[str]) -> dict:
     first = group.iloc[0]
     status = first["status"]
     row = {
@@ -158,7 +161,7 @@ def _aggregate(group: pd.DataFrame, varying: list[str]) -> dict:
         "seeds": ",".join(dict.fromkeys(_param(group, names.P_SEED))),
         "sweeps": ",".join(dict.fromkeys(group["sweep"])),
         "run_ids": ",".join(group["run_id"]),
-        "_base": first["_base"],
+        **{column: first[column] for column in base_key},
         "_auto": bool(_param(group, names.P_FREEZE_AUTO).iloc[0]),
     }
     for name, column in VALUES.items():
@@ -191,9 +194,10 @@ def _before_after(table: pd.DataFrame) -> pd.Series:
     return pd.Series([one(b, a) for b, a in pairs], index=table.index, dtype=str)
 
 
-def _against_unfrozen(table: pd.DataFrame) -> pd.DataFrame:
+def _against_unfrozen(table: pd.DataFrame, base_key: list[str]) -> pd.DataFrame:
+    """Each row against the unfrozen run of its configuration (a left merge keeps the table's order)."""
     unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0) & ~table["_auto"]]
-    base = unfrozen.drop_duplicates("_base").set_index("_base").reindex(table["_base"]).reset_index(drop=True)
+    base = table[base_key].merge(unfrozen.drop_duplicates(base_key), on=base_key, how="left")
     table["speedup"] = base["train_time_s"] / table["train_time_s"]
     for name in DELTAS:
         table[f"delta_{name}"] = table[name] - base[name]
@@ -282,6 +286,6 @@ def _train_params(frame: pd.DataFrame) -> list[str]:
     return [p for p in found if p not in REPLICATE_PARAMS]
 
 
-def _keys(frame: pd.DataFrame, params: list[str]) -> pd.Series:
-    parts = [_param(frame, p) for p in params]
-    return pd.Series(["\x1f".join(values) for values in zip(*parts, strict=True)], index=frame.index, dtype=str)
+def _id(param_name: str) -> str:
+    """The column that holds a param as a grouping key (strings, "" where a run lacks it)."""
+    return f"_id_{param_name}"
