@@ -67,6 +67,11 @@ def mean_cpu_share(client, run_id: str) -> float | None:  # noqa: ANN001 (Mlflow
     return statistics.fmean(shares) if shares else None
 
 
+def cpu_shares(rows: list[dict]) -> dict | None:
+    shares = [r["cpu_share_pct"] for r in rows if r.get("cpu_share_pct") is not None]
+    return over_seeds(shares) if shares else None
+
+
 def over_seeds(values: list[float]) -> dict:
     """Mean and sample std (None for one seed) beside the record's usual min / median / max."""
     return {
@@ -84,7 +89,7 @@ def summarize(found: list[dict]) -> dict[str, dict]:
         variant: {
             "mAP50-95": over_seeds([r["mAP50-95"] for r in rows]),
             "train_time_s": over_seeds([r["train_time_s"] for r in rows]),
-            "cpu_share_pct": over_seeds([r["cpu_share_pct"] for r in rows if r["cpu_share_pct"] is not None] or [0.0]),
+            "cpu_share_pct": cpu_shares(rows),
             "seeds": rows,
         }
         for variant, rows in variants.items()
@@ -112,9 +117,13 @@ def markdown(summary: dict[str, dict]) -> str:
         chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in s["seeds"] if r["chosen"])
         lines.append(
             f"| `{variant}` | {s['mAP50-95']['runs']} | {mean_std(s['mAP50-95'], '.3f')} "
-            f"| {mean_std(s['train_time_s'], '.0f')} s | {s['cpu_share_pct']['mean']:.0f}% | {chosen} |"
+            f"| {mean_std(s['train_time_s'], '.0f')} s | {share(s['cpu_share_pct'])} | {chosen} |"
         )
     return "\n".join(lines)
+
+
+def share(figure: dict | None) -> str:
+    return "n/a" if figure is None else f"{figure['mean']:.0f}%"
 
 
 def mean_std(figure: dict, form: str) -> str:

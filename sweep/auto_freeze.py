@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from sweep.errors import ConfigError
@@ -93,7 +92,7 @@ def resolve_auto_freeze(
     knobs: object, architecture: Architecture, epochs: int, model: nn.Module, device: str
 ) -> AutoFreeze:
     """`freeze_auto:` checked and resolved. Raises ConfigError, one line, before anything trains."""
-    given = OmegaConf.to_container(knobs) if OmegaConf.is_config(knobs) else knobs
+    given = knobs
     if not isinstance(given, Mapping) or set(given) != set(KNOBS):
         raise ConfigError(f"freeze_auto={given!r} is not valid: give {', '.join(KNOBS)} (see conf/config.yaml)")
     if "," in str(device):

@@ -123,9 +123,7 @@ class SweepCallback(Callback):
         for spec in specs:  # a source built by training (the demo base): built once here, not raced for by the jobs
             spec.weights_source.ensure(spec.device, spec.cpu_threads)
         if specs:  # resolved once: the jobs on this host take theirs from here
-            save_variants(
-                sweep_dir, {tuple(job.hydra.overrides.task): spec for job, spec in zip(jobs, specs, strict=True)}
-            )
+            save_variants(sweep_dir, [(list(job.hydra.overrides.task), spec) for job, spec in resolved])
         else:  # a sweeper whose jobs are not known in advance: each job resolves its own
             (sweep_dir / VARIANTS_FILE).unlink(missing_ok=True)
         sweep_id = sweep_dir.name

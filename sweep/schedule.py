@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from omegaconf import OmegaConf
 from torch import nn
 
 from sweep.errors import ConfigError
@@ -105,10 +104,9 @@ def resolve_schedule(
     """
     if unfreeze_epoch is None and freeze_schedule is None:
         return None
-    freeze = _plain(freeze)
     if unfreeze_epoch is not None and freeze_schedule is not None:
         raise ConfigError(
-            f"unfreeze_epoch={unfreeze_epoch} and freeze_schedule={_plain(freeze_schedule)} are both set: "
+            f"unfreeze_epoch={unfreeze_epoch} and freeze_schedule={freeze_schedule} are both set: "
             "use one (unfreeze_epoch: K is freeze_schedule {1: <freeze>, K+1: none})"
         )
     if freeze_schedule is None:
@@ -141,11 +139,12 @@ def _from_unfreeze_epoch(freeze: object, unfreeze_epoch: object, epochs: int) ->
 
 
 def _from_mapping(freeze: object, freeze_schedule: object, epochs: int, arch: Architecture) -> dict[int, object]:
-    plain = _plain(freeze_schedule)
-    if not isinstance(plain, Mapping) or not plain:
-        raise ConfigError(f"freeze_schedule={plain!r} is not valid: use a mapping from epoch to freeze, e.g. {EXAMPLE}")
+    if not isinstance(freeze_schedule, Mapping) or not freeze_schedule:
+        raise ConfigError(
+            f"freeze_schedule={freeze_schedule!r} is not valid: use a mapping from epoch to freeze, e.g. {EXAMPLE}"
+        )
     values: dict[int, object] = {}
-    for key, value in plain.items():
+    for key, value in freeze_schedule.items():
         epoch = _epoch(key)
         if epoch is None or not 1 <= epoch <= epochs:
             raise ConfigError(
@@ -167,11 +166,6 @@ def _epoch(key: object) -> int | None:
     if isinstance(key, str) and key.isdigit():  # a yaml file may quote its keys
         return int(key)
     return None
-
-
-def _plain(value: object) -> object:
-    """Hydra gives DictConfig/ListConfig (a ListConfig `freeze` would freeze nothing in ultralytics)."""
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _refuse_refreeze(before: Stage, first_epoch: int, value: object, layers: tuple[int, ...]) -> None:

@@ -39,6 +39,7 @@ from sweep.errors import USAGE_ERROR, ConfigError
 
 PROG = "freeze-sweep-ui"
 DEFAULT_PORT = 5050  # 5000 is the tracking server of `make services`
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 ALL_SWEEPS = "all"
 # Column ids of MLflow 3.17's runs table (its ag-grid `colId`s): the run name, and two columns it
 # always shows ("Created" stays beside the name, whatever the order says).
@@ -243,14 +244,19 @@ def check_app() -> None:
 
 
 def start_server(tracking_uri: str, host: str, port: int) -> subprocess.Popen:
-    """`mlflow server` with our app in its own process group, so that stopping it stops its workers too."""
+    """`mlflow server` with our app in its own process group, so that stopping it stops its workers too.
+
+    Without MLflow's job execution unless asked for ($MLFLOW_SERVER_ENABLE_JOB_EXECUTION): it serves
+    GenAI scoring and trace archival, which runs of trainings never use, from eight more processes.
+    """
     from sweep.ui_server import APP_NAME
 
     command = [
         *(sys.executable, "-m", "mlflow", "server", "--app-name", APP_NAME, "--workers", "1"),
         *("--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)),
     ]
-    return subprocess.Popen(command, start_new_session=True)
+    env = {JOB_EXECUTION: "false", **os.environ}
+    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
 def wait_until_up(base_url: str, server: subprocess.Popen, timeout_s: float) -> bool:

@@ -33,6 +33,7 @@ from sweep.freeze import (
 )
 from sweep.schedule import FreezeSchedule, check_single_device, resolve_schedule, value_label
 from sweep.sources import WeightsSource, data_source, weights_source
+from sweep.tracking.credentials import redact
 from sweep.training import resolve_cpu_threads, resolve_cpu_workers
 
 ON_HELD = ("wait", "skip")
@@ -234,10 +235,16 @@ def resolve_job(cfg: DictConfig) -> JobSettings:
 VARIANTS_FILE = "variants.pkl"  # in the sweep folder: each job's VariantSpec, resolved by the launching process
 
 
-def save_variants(sweep_dir: Path, specs: dict[tuple[str, ...], VariantSpec]) -> None:
+def save_variants(sweep_dir: Path, jobs: list[tuple[list[str], VariantSpec]]) -> None:
     """The launching process resolved every job's variant (by the job's overrides): the jobs on
     this host reuse them instead of resolving (building the network, checking the data) again."""
+    specs = {_key(overrides): spec for overrides, spec in jobs}
     write_atomic(Path(sweep_dir) / VARIANTS_FILE, pickle.dumps({"host": socket.gethostname(), "specs": specs}))
+
+
+def _key(overrides: list[str]) -> tuple[str, ...]:
+    """A job's overrides as the file keeps them: redacted, as Hydra's own overrides.yaml is."""
+    return tuple(redact(str(o)) for o in overrides)
 
 
 def saved_variant(sweep_dir: Path, overrides: list[str]) -> VariantSpec | None:
@@ -249,7 +256,7 @@ def saved_variant(sweep_dir: Path, overrides: list[str]) -> VariantSpec | None:
         return None
     if saved.get("host") != socket.gethostname():
         return None
-    return saved["specs"].get(tuple(overrides))
+    return saved["specs"].get(_key(overrides))
 
 
 def resolve_train_args(train: dict, cpu_workers: bool = False) -> dict:

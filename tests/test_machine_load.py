@@ -17,7 +17,7 @@ from sweep.report.timing import timing_warnings
 from sweep.tracking import names
 from tests.background_sweep import BackgroundSweep
 
-HOGS = 8  # busy processes on top of the training's threads: its threads get a small share of the cores
+HOGS = 4  # busy processes on top of the training's 2 threads: they get about a third of the cores
 
 
 def test_the_warning_needs_unequal_load_and_names_each_variant() -> None:
@@ -45,7 +45,7 @@ def test_the_warning_needs_unequal_load_and_names_each_variant() -> None:
 def test_a_cpu_hog_during_one_variant_is_recorded_per_epoch_and_the_report_warns(
     cache_root: Path, tmp_path: Path
 ) -> None:
-    sweep = BackgroundSweep(tmp_path, cache_root, ["freeze=none,backbone", "train.epochs=3"], name="hog")
+    sweep = BackgroundSweep(tmp_path, cache_root, ["freeze=none,backbone", "train.epochs=2"], name="hog")
     sweep.wait_for(lambda: sweep.job_started(1))
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOGS)]
     try:
@@ -65,5 +65,5 @@ def test_a_cpu_hog_during_one_variant_is_recorded_per_epoch_and_the_report_warns
     for run_id in table["run_ids"]:
         for key in (names.CPU_SHARE, names.LOAD_AVG, names.LOAD_PER_CORE):
             history = client.get_metric_history(run_id, key)
-            assert sorted(m.step for m in history) == [1, 2, 3]  # one point per epoch
+            assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
             assert all(m.value > 0 for m in history)

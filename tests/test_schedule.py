@@ -28,6 +28,7 @@ from sweep.schedule import (
     trainable_params,
 )
 from sweep.training import train
+from sweep.variant import plain
 from tests.conftest import compose_config
 
 EPOCHS = 4
@@ -88,7 +89,7 @@ def test_unfreeze_epoch_zero_is_plain_full_fine_tuning(yolov8n: Network) -> None
 def test_gradual_schedule_from_hydra_overrides(tmp_path: Path, yolov8n: Network) -> None:
     """The issue's own syntax, through the real config; `++` works whether or not config.yaml has the key."""
     cfg = compose_config(tmp_path, ["train.epochs=8", "++freeze_schedule={1: all_but_head, 4: backbone, 7: [0,1,2]}"])
-    schedule = schedule_of(yolov8n, cfg.freeze, freeze_schedule=cfg.freeze_schedule, epochs=cfg.train.epochs)
+    schedule = schedule_of(yolov8n, cfg.freeze, freeze_schedule=plain(cfg.freeze_schedule), epochs=cfg.train.epochs)
     assert schedule.label == "all_but_head -> backbone @4 -> [0,1,2] @7"
     all_but_head, backbone, first_three = tuple(range(22)), tuple(range(10)), (0, 1, 2)
     expected = [all_but_head, backbone, backbone, first_three, first_three]
@@ -96,13 +97,13 @@ def test_gradual_schedule_from_hydra_overrides(tmp_path: Path, yolov8n: Network)
 
 
 def test_schedule_epoch_one_defaults_to_freeze_and_keys_may_be_strings(yolov8n: Network) -> None:
-    from_yaml = OmegaConf.create({"3": "backbone", "4": 0})
+    from_yaml = plain(OmegaConf.create({"3": "backbone", "4": 0}))  # as the door hands it on
     schedule = schedule_of(yolov8n, "all_but_head", freeze_schedule=from_yaml)
     assert schedule.label == "all_but_head -> backbone @3 -> 0 @4"
 
 
 def test_a_hydra_list_freeze_is_unfrozen_as_a_list(yolov8n: Network) -> None:
-    schedule = schedule_of(yolov8n, OmegaConf.create([0, 1, 2]), unfreeze_epoch=1)
+    schedule = schedule_of(yolov8n, plain(OmegaConf.create([0, 1, 2])), unfreeze_epoch=1)
     assert (schedule.label, schedule.first_layers) == ("[0,1,2] -> none @2", (0, 1, 2))
 
 

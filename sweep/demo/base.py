@@ -86,8 +86,12 @@ def _build(arch: str, pretrain: Mapping, cache_dir: Path, folder: Path, device: 
         result = train(arch, data, building, freeze=[], args={**args, "device": device}, callbacks=threads)
     best = building / "weights" / "best.pt"
     (building / MANIFEST).write_text(json.dumps({"sha256": file_sha256(best), "key": folder.name}, indent=2))
-    log.info("Demo base ready: source-task mAP50 %.3f", result.metrics.get(names.UL_MAP50, float("nan")))
     building.rename(folder)
+    log.info(
+        "Demo base ready: source-task mAP50 %.3f (log: %s)",
+        result.metrics.get(names.UL_MAP50, float("nan")),
+        folder / "pretrain.log",
+    )
 
 
 def _source_spec(pretrain: Mapping) -> DemoDataSpec:
