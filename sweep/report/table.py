@@ -137,7 +137,9 @@ def _only(column: pd.Series, value: str | None) -> bool:
 
 
 def to_markdown(shown: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; numbers right-aligned."""
+    """A GitHub-flavoured Markdown table; numbers right-aligned.
+
+    By hand, not `DataFrame.to_markdown`: that needs `tabulate`, a dependency for six lines."""
     left = {"model", "freeze", "status", "config", "note"}
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join(":---" if c in left else "---:" for c in shown.columns) + "|"
