@@ -8,24 +8,13 @@ compares finished trainings), and draws its curve up to the stop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import pandas as pd
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from sweep.report.runs import STOPPED, History, param, tag
 from sweep.tracking import names
 from sweep.tracking.sweeps import SweepRef
-
-if TYPE_CHECKING:
-    from sweep.report.runs import History
-
-STOPPED = "STOPPED"
-
-
-def run_status(run: Run) -> str:
-    """MLflow's status, STOPPED for a variant the budget stopped."""
-    return STOPPED if names.STOPPED_AT_RUNG in run.data.tags else run.info.status
 
 
 def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.DataFrame, histories: History) -> str:
@@ -34,8 +23,6 @@ def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.Data
     Training time is the runs' `epoch_time_s` summed; a stopped variant's full training is
     estimated as its epochs so far at their mean time times its `train.epochs`.
     """
-    from sweep.report.runs import param, tag  # runs.py reads run_status from here
-
     budgets = [client.get_run(s.parent_run_id).data.tags.get(names.BUDGET, "") for s in sweeps]
     if not any(budgets):
         return ""

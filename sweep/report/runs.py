@@ -19,10 +19,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweep.errors import ConfigError
-from sweep.report.budget import run_status
 from sweep.tracking import names
 from sweep.tracking.sweeps import SweepRef, variant_runs
 
+STOPPED = "STOPPED"  # the report's status of a variant a budget stopped (FINISHED in MLflow)
 MAX_POINTS = 10**9  # a bulk history read's row limit: no limit
 RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID, names.STOPPED_AT_RUNG)
 
@@ -88,6 +88,11 @@ def run_record(run: Run, sweep: SweepRef) -> dict:
     record.update({param(k): v for k, v in data.params.items()})
     record.update({metric(k): v for k, v in data.metrics.items()})
     return record
+
+
+def run_status(run: Run) -> str:
+    """MLflow's status, STOPPED for a variant a budget stopped."""
+    return STOPPED if names.STOPPED_AT_RUNG in run.data.tags else run.info.status
 
 
 def history_plan(frame: pd.DataFrame, keys: Sequence[str]) -> dict[str, list[str]]:

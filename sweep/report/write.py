@@ -17,11 +17,11 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from sweep.report import plots
-from sweep.report.budget import STOPPED, budget_line
+from sweep.report.budget import budget_line
 from sweep.report.context import sweep_settings
 from sweep.report.html import render_page
 from sweep.report.parent import summarize_parent
-from sweep.report.runs import EPOCH_SERIES, MAP50_95, RESOURCE_SERIES, load_histories, load_runs
+from sweep.report.runs import EPOCH_SERIES, MAP50_95, RESOURCE_SERIES, STOPPED, load_histories, load_runs
 from sweep.report.table import FINISHED, compact, csv_frame, display, summarize, to_markdown
 from sweep.report.timing import timing_warnings
 from sweep.report.verdict import Verdict, decide
