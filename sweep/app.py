@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AutoFreezer
-from sweep.budget.pause import RungPause
+from sweep.budget.pause import RungPause, rung_allotment
 from sweep.checkpoints import output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
@@ -110,6 +110,7 @@ def train_variant(spec: VariantSpec, settings: JobSettings, job_dir: Path, job: 
         variant_tags(spec, output_dir_for(job_dir, spec.config_hash()), sweep),
         rerun=settings.rerun,
         wait=settings.on_held == "wait",
+        until_s=rung_allotment(settings.config["sweep"]),  # a budget's rung: a stopped variant may have it all
     )
     job.run_id = claim.run.info.run_id
     if claim.outcome != "train":

@@ -183,11 +183,13 @@ class Rungs:
 
 def needs_job(client, variant: Variant, limit_s: float | None) -> bool:  # noqa: ANN001 (MlflowClient)
     """Whether the variant has anything to train in this rung. Not when its run is FINISHED (trained
-    out, or stopped by an earlier run of the sweep), nor when it has trained the rung's allotment
-    already (a re-run after a kill): a job would only start and pause again."""
+    out), nor when it has trained the rung's allotment already (a re-run after a kill, or a variant
+    an earlier run of the sweep stopped at a later rung): a job would only start and pause again,
+    or reuse it. A variant an earlier sweep stopped with less than this rung's allotment (a larger
+    budget) trains on: its job's claim continues its run."""
     if variant.run_id is None or variant.status == "PENDING":
         return True
-    if variant.status == "FINISHED":
+    if variant.status == "FINISHED" and variant.stopped_at_rung is None:
         return False
     return limit_s is None or curve_of(client, variant.run_id, False).spent_s < limit_s
 
