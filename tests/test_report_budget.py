@@ -49,3 +49,18 @@ def test_a_sweep_without_a_budget_says_nothing_of_one(store: str, tmp_path: Path
     add_variant(client, exp, parent, 0)
     report = make_report(client, find_sweeps(client, "unbudgeted"), tmp_path, log_artifacts=False)
     assert "Budget" not in report.markdown and "STOPPED" not in report.markdown
+
+
+def test_runs_resumed_rung_after_rung_are_parallel_only_where_their_epochs_overlap(store: str, tmp_path: Path) -> None:  # noqa: F811
+    """A budget's rungs resume each variant in turn on one device: from first start to last end the
+    runs overlap, their epochs do not; epochs that do overlap (parallel jobs) are still warned of."""
+    for name, late in (("in-turn", 0), ("side-by-side", 2500)):
+        client, exp, parent = new_sweep(store, name, name)
+        client.set_tag(parent, names.BUDGET, "sweep.budget=1 s, eta=2, tolerance=0.01")
+        # rung 1: freeze=0's epoch 1, then freeze=10's; rung 2: freeze=0's epochs 2-3, then freeze=10's
+        for frozen, ends in ((0, [2000, 7000, 8000]), (10, [4000 - late, 10000 - late, 11000 - late])):
+            run = add_variant(client, exp, parent, frozen, train_time=3.0, epochs=3, span=(0, 12000), epoch_ends=ends)
+            client.set_tag(run, names.RESUMED_AFTER, "ended SCHEDULED")
+        report = make_report(client, find_sweeps(client, name), tmp_path / name, log_artifacts=False)
+        parallel = "trained at the same time on one device" in report.markdown
+        assert parallel == bool(late), (name, report.markdown)
