@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Metric
 
 from sweep.report.plots import epoch_curves
 from sweep.report.runs import EPOCH_SERIES, MAP50_95, load_histories, load_runs
@@ -35,6 +36,17 @@ def test_stopped_variants_are_marked_drawn_to_their_stop_and_the_saving_is_said(
     # spent 90 + 40 s; the full grid: 90 + 3 x 20 s
     assert "1 of 2 variants stopped early (after rung 1)" in report.markdown
     assert "13% of the full grid's training time saved: 130 s of training against about 150 s" in report.markdown
+    # restarts: each resumed job's set-up (setup_s above step 1) counts against the saving, a first start does not
+    for run_id, points in (
+        (stopped, {1: 2.0, 2: 4.0}),
+        (report.table.at[report.verdict.recommended, "run_ids"], {1: 2.0, 2: 3.0, 3: 3.0}),
+    ):
+        client.log_batch(run_id, metrics=[Metric(names.SETUP_TIME, s, 0, step) for step, s in points.items()])
+    report = make_report(client, find_sweeps(client, "budgeted"), tmp_path, log_artifacts=False)
+    assert (
+        "7% of the full grid's training time saved: 140 s of training incl. 3 restarts (10 s of set-up before their "
+        "first epoch) against about 150 s"
+    ) in report.markdown
 
     histories = load_histories(client, load_runs(client, find_sweeps(client, "budgeted")), EPOCH_SERIES)
     lines = {line.get_label(): line for line in epoch_curves(report.table, histories).axes[1].get_lines()}

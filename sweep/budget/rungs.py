@@ -7,7 +7,8 @@ reaches budget·eta^(k-1) seconds, then pauses (run SCHEDULED, last.pt resumable
 sweep/budget/pause.py). The rule (sweep/budget/rule.py) then reads every variant's curve from
 MLflow and decides who goes on; the others end FINISHED with the tags `sweep.stopped_at_rung` and
 `sweep.stopped_reason`. When one candidate is left it trains to its last epoch (no `sweep.rung`).
-`<sweep_dir>/budget.json` records every rung: who ran, the figures compared, who was kept and why.
+`<sweep_dir>/budget.json` records every rung: who ran, the figures compared, who was kept and why,
+and what the restarts cost (each job's `setup_s`, sweep/budget/setup_time.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Variant:
     run_id: str | None = None
     status: str = "PENDING"  # the latest job's outcome: PAUSED, FINISHED, FAILED, KILLED, HELD
     stopped_at_rung: int | None = None
+    setup_s: dict[int, float] = field(default_factory=dict)  # each job's start to its first epoch (step): `setup_s`
 
     def record(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "overrides"}
@@ -90,6 +92,7 @@ class Rungs:
                 returns.append(results)
             for variant in todo:
                 self.read_outcome(sweep_dir, variant)
+                variant.setup_s = setup_times(client, variant.run_id)
             alive = [v for v in alive if v.status not in GONE]
             if final or not alive:
                 self.write(sweep_dir)
@@ -167,8 +170,11 @@ class Rungs:
         write_status(sweep_dir / str(variant.num), JobStatus(variant.name, Outcome.FINISHED, variant.run_id, note))
 
     def write(self, sweep_dir: Path) -> None:
+        restarts = [seconds for v in self.variants for step, seconds in v.setup_s.items() if step > 1]
         record = {
             "budget": self.budget.__dict__,
+            # a resumed job's process, model, data loaders and last.pt: not in the allotments (training seconds)
+            "restarts": {"count": len(restarts), "setup_s": round(sum(restarts), 3)},
             "rungs": self.decisions,
             "variants": [v.record() for v in self.variants],
         }
@@ -208,6 +214,13 @@ def curve_of(client, run_id: str, complete: bool) -> Curve:  # noqa: ANN001 (Mlf
     times = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME)}
     epochs = sorted(set(scores) & set(times))
     return Curve.from_epochs([times[e] for e in epochs], [scores[e] for e in epochs], complete)
+
+
+def setup_times(client, run_id: str | None) -> dict[int, float]:  # noqa: ANN001 (MlflowClient)
+    """Each job's set-up seconds (sweep/budget/setup_time.py) by the epoch it started at: above 1, a restart."""
+    if run_id is None:
+        return {}
+    return {m.step: round(m.value, 3) for m in client.get_metric_history(run_id, names.SETUP_TIME)}
 
 
 def labels(jobs: list[list[str]]) -> list[str]:
