@@ -142,7 +142,8 @@ class Rungs:
 
     def judge(self, client, alive: list[Variant], rung: int) -> Decision:  # noqa: ANN001 (MlflowClient)
         """The rule over the candidates' curves; a stop already recorded on a run (a re-run of a
-        sweep) stands, so a re-run never trains a stopped variant again."""
+        sweep, whose job reused it: sweep/tracking/claims.py `is_done`) stands, so a re-run never
+        trains a stopped variant again. A job that continued it (a larger budget) cleared it."""
         candidates: dict[str, list[Curve]] = {}
         for variant in alive:
             run = client.get_run(variant.run_id)
