@@ -41,7 +41,8 @@ def training_spans(client: MlflowClient, frame: pd.DataFrame) -> dict[str, list[
     """When each resumed run trained: its epochs, each ending when its `epoch_time_s` was logged and
     lasting that long, joined where they touch. A resumed run's start and end times span the pauses
     between its processes (a budget's rungs, in which other variants trained on the same device)."""
-    resumed = frame[frame.get(tag(names.RESUMED_AFTER), pd.Series(None, index=frame.index)).notna()]
+    resumed_after = frame.get(tag(names.RESUMED_AFTER), pd.Series(None, index=frame.index))
+    resumed = frame[resumed_after.notna() & (frame["status"] == "FINISHED")]  # those `_parallel` compares
     spans = {}
     for run_id in resumed["run_id"]:
         epochs = sorted(
@@ -63,12 +64,8 @@ def _parallel(frame: pd.DataFrame, table: pd.DataFrame, spans: Spans) -> str:
     label = {run_id: row["label"] for row in table.to_dict("records") for run_id in row["run_ids"].split(",")}
     pairs = []
     for _, same_device in runs.groupby(runs.get(tag(names.DEVICE), pd.Series("?", index=runs.index)).fillna("?")):
-        trained = [
-            (run_id, spans.get(run_id) or [(start, end)])
-            for run_id, start, end in same_device.sort_values("start_time")[
-                ["run_id", "start_time", "end_time"]
-            ].to_numpy()
-        ]
+        ordered = same_device.sort_values("start_time")[["run_id", "start_time", "end_time"]].to_numpy()
+        trained = [(run_id, spans.get(run_id) or [(start, end)]) for run_id, start, end in ordered]
         for i, (a, spans_a) in enumerate(trained):
             for b, spans_b in trained[i + 1 :]:
                 shorter = min(_length(spans_a), _length(spans_b))
