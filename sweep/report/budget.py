@@ -58,13 +58,18 @@ def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.Data
     saved = 100 * (1 - (spent + restart_s) / full) if full > 0 else 0.0
     n = len(restarts)
     incl = f" incl. {n} restart{'s' * (n > 1)} ({restart_s:,.0f} s of set-up before their first epoch)" * bool(n)
+    verdict = (
+        f"{saved:.0f}% of the full grid's training time saved"
+        if saved >= 0
+        else f"nothing saved, {-saved:.0f}% more than the full grid's training time"  # restarts can outweigh stops
+    )
     rung = pd.to_numeric(frame.get(tag(names.STOPPED_AT_RUNG), pd.Series(dtype=float)), errors="coerce")
     rungs = [str(int(r)) for r in sorted(rung.dropna().unique())]
     where = f" (after rung{'s' * (len(rungs) > 1)} {', '.join(rungs)})" if rungs else ""
     return (
         f"**Budget** ({'; '.join(b for b in dict.fromkeys(budgets) if b)}): {stopped} of {len(frame)} variants "
         f"stopped early{where}: STOPPED rows, left out of the recommendation, their curves ending at the stop. "
-        f"{saved:.0f}% of the full grid's training time saved: {spent + restart_s:,.0f} s of training{incl} against about "
+        f"{verdict}: {spent + restart_s:,.0f} s of training{incl} against about "
         f"{full:,.0f} s for every variant's full training (a stopped variant's remaining epochs estimated at "
         "its mean epoch time)."
     )
