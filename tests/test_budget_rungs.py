@@ -110,6 +110,26 @@ def test_a_budgeted_sweep_hit_then_re_run_keeps_the_trustworthy_record(
     assert "trained at the same time" not in (again.sweep_dir / "report" / "report.md").read_text()
 
 
+def test_a_variant_stopped_by_an_earlier_sweep_gets_a_job_only_where_a_rung_allots_it_more(tmp_path: Path) -> None:
+    """A re-run with the same budget reuses the stop (no job); a larger allotment trains it on."""
+    from mlflow.entities import Metric
+
+    from sweep.budget.rungs import Variant, needs_job
+    from sweep.tracking.store import open_experiment
+
+    client, experiment_id = open_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "freeze-sweep")
+    run_id = client.create_run(experiment_id, run_name="v").info.run_id
+    history = [
+        Metric(key, value, 0, epoch) for epoch in (1, 2) for key, value in ((names.EPOCH_TIME, 1.5), ("mAP50-95", 0.1))
+    ]
+    client.log_batch(run_id, metrics=history)  # 3 s trained: stopped at rung 2 of budget 1 s, eta 3
+    client.set_terminated(run_id, "FINISHED")
+    stopped = Variant(0, ["freeze=0"], "freeze=0", "v", run_id, "FINISHED", stopped_at_rung=2)
+    assert not needs_job(client, stopped, 3.0) and needs_job(client, stopped, 6.0) and needs_job(client, stopped, None)
+    trained_out = Variant(1, ["freeze=1"], "freeze=1", "v", run_id, "FINISHED")
+    assert not needs_job(client, trained_out, 6.0)
+
+
 def test_the_rule_stops_a_paused_variant_finished_tagged_and_recorded(tmp_path: Path) -> None:
     """Between rungs, from what the store holds: a paused run the rule drops ends FINISHED with its
     rung and reason; its job's variant.json says FINISHED; a stop already recorded stands."""
