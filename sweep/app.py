@@ -17,7 +17,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.auto_freeze import AutoFreezer
-from sweep.budget.pause import RungPause
+from sweep.budget.checks import budget_of
+from sweep.budget.pause import RungPause, rung_allotment
+from sweep.budget.setup_time import SetupTime, job_started
 from sweep.checkpoints import output_dir_for, record_config_hash
 from sweep.console import Progress, ultralytics_output_to
 from sweep.errors import ConfigError, exit_with
@@ -48,7 +50,9 @@ def run_variant(cfg: DictConfig, job: Job) -> JobStatus:
     live run elsewhere (wait or skip), or part-done (resume from its last checkpoint)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    with variant_process(sweep_owner(hc)), signals_interrupt():
+    owner = sweep_owner(hc)
+    job.started = job_started(owner)
+    with variant_process(owner), signals_interrupt():
         try:  # every way out, validation errors included, leaves variant.json for the sweep's summary
             settings = resolve_job(cfg)
             spec = job_variant(hc) or resolve(cfg)
@@ -110,6 +114,7 @@ def train_variant(spec: VariantSpec, settings: JobSettings, job_dir: Path, job: 
         variant_tags(spec, output_dir_for(job_dir, spec.config_hash()), sweep),
         rerun=settings.rerun,
         wait=settings.on_held == "wait",
+        until_s=rung_allotment(settings.config["sweep"]),  # a budget's rung: a stopped variant may have it all
     )
     job.run_id = claim.run.info.run_id
     if claim.outcome != "train":
@@ -118,7 +123,7 @@ def train_variant(spec: VariantSpec, settings: JobSettings, job_dir: Path, job: 
         progress.result(f"{status.outcome.value.lower()}: {status.note}")
         return status
     with ended_if_left_running(client, claim.run.info.run_id):
-        result, pause = train_claimed(settings, client, claim, spec, sweep, progress, job_dir)
+        result, pause = train_claimed(settings, client, claim, spec, sweep, progress, job_dir, job.started)
     if pause and pause.paused:  # a budgeted rung's share is trained: the sweeper decides what follows
         progress.result(pause.note())
         return job.end(paused=True, note=pause.note())
@@ -146,9 +151,11 @@ def train_claimed(
     sweep: SweepInfo | None,
     progress: Progress,
     job_dir: Path,
+    started: float,
 ) -> tuple[TrainResult | None, RungPause | None]:
     """Train the claimed variant into its run: its callbacks, its heartbeat, its artifacts; in a
-    budgeted rung only up to the rung's allotment (none when it was trained already)."""
+    budgeted rung only up to the rung's allotment (none when it was trained already). Under a
+    budget, what the job cost before its first epoch (`started`: when it began) is logged too."""
     run, save_dir = open_variant_run(client, claim, spec, settings)
     pause = RungPause.of(settings.config["sweep"], run)
     if pause and pause.reached:
@@ -161,7 +168,10 @@ def train_claimed(
     auto = auto_freeze_callbacks(spec, run)
     data_wait = DataWait(run.log_metrics).callbacks()  # after the schedule's epoch start: its work is no wait
     budget = pause.callbacks() if pause else {}  # after run's: the pause follows the epoch's logging
-    callbacks = merged(run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget)
+    setup = SetupTime(run, started).callbacks() if budget_of(settings.config["sweep"]) and started else {}
+    callbacks = merged(
+        setup, run.callbacks(), schedule, auto, data_wait, progress.callbacks(), threads, workers, load, budget
+    )
     quiet = ultralytics_output_to(job_dir / "train.log", verbose=settings.verbose)
     with quiet, run, Heartbeat(client, [run.run_id]):  # the parent: its launching process beats it
         with run.follow_results(save_dir, claim.resume_epoch):  # per-epoch tracking when training runs in DDP

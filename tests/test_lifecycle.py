@@ -244,3 +244,40 @@ def test_every_log_record_is_redacted(monkeypatch: pytest.MonkeyPatch, caplog: p
         "\t#%d : %s", 0, "tracking.uri=http://eve:s3cr3t@h:1/?token=abc"
     )
     assert caplog.records[-1].getMessage() == "\t#0 : tracking.uri=http://eve:***@h:1/?token=***"
+
+
+def test_a_stopped_variant_is_reused_up_to_its_training_time_and_continued_beyond(tmp_path: Path) -> None:
+    """A budget's stop stands for a rung whose allotment the run trained (a re-run of its sweep); a
+    larger allotment, or a plain sweep (no allotment), continues it in the same run, no longer stopped."""
+    import torch
+    from mlflow.entities import Metric
+
+    client, experiment_id, _ = store(tmp_path)
+    save_dir = tmp_path / "0" / "train"
+    (save_dir / "weights").mkdir(parents=True)
+    torch.save({"optimizer": {"state": {}}, "epoch": 1}, save_dir / "weights" / "last.pt")  # paused after 2 epochs
+    record_config_hash(save_dir, HASH)
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH, names.OUTPUT_DIR: str(save_dir)}
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    client.log_batch(run_id, metrics=[Metric(names.EPOCH_TIME, 1.5, 0, epoch) for epoch in (1, 2)])
+    client.set_tag(run_id, names.STOPPED_AT_RUNG, "1")
+    client.set_tag(run_id, names.STOPPED_REASON, "rung 1: below the 1 kept")
+    client.set_terminated(run_id, "FINISHED")
+
+    for until_s in (2.0, 3.0):  # its rung's allotment trained: the stop stands
+        claim = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False, until_s=until_s)
+        assert (claim.outcome, claim.run.info.run_id) == ("finished", run_id)
+    for until_s in (6.0, None):  # a larger budget's rung, a plain sweep: trained on from its last.pt
+        claim = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False, until_s=until_s)
+        assert (claim.outcome, claim.run.info.run_id, claim.resume_epoch) == ("train", run_id, 2)
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING" and names.STOPPED_AT_RUNG not in run.data.tags
+        assert run.data.tags[names.RESUMED_AFTER] == "stopped by the budget at rung 1: rung 1: below the 1 kept"
+        client.set_tag(run_id, names.STOPPED_AT_RUNG, "1")  # stopped again, as a rung of a larger budget may
+        client.set_tag(run_id, names.STOPPED_REASON, "rung 1: below the 1 kept")
+        client.set_terminated(run_id, "FINISHED")
+    (save_dir / "weights" / "last.pt").unlink()  # nothing to continue from: trained anew, the stopped run replaced
+    claim = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    assert claim.outcome == "train" and claim.run.info.run_id != run_id and not claim.resuming
+    claims.supersede(client, claim.leftovers, claim.run.info.run_id)
+    assert client.get_run(run_id).data.tags[names.SUPERSEDED_BY] == claim.run.info.run_id

@@ -167,10 +167,12 @@ def add_variant(
     model: str = "yolov8n",
     lr0: str = "0.01",
     span: tuple[int, int] | None = None,
+    epoch_ends: list[int] | None = None,
 ) -> str:
     """One variant run with the tags, params and metrics a real one has (fewer train args).
 
-    `span`: start and end time (ms) to give it, e.g. to make two runs overlap."""
+    `span`: start and end time (ms) to give it, e.g. to make two runs overlap; `epoch_ends`: when
+    (ms) each epoch's figures were logged (else at 0)."""
     device = "0" if gpu else "cpu"
     tags = {names.PARENT_RUN_ID: parent, names.ROLE: names.ROLE_VARIANT, names.DEVICE: device}
     start = span[0] if span else None
@@ -196,7 +198,7 @@ def add_variant(
         values = {MAP50: best * epoch / epochs + 0.2, MAP50_95: best * epoch / epochs}
         values[names.EPOCH_TIME] = train_time / epochs
         values.update({names.CPU_SHARE: 95.0, names.LOAD_PER_CORE: 1.0})  # an idle machine's (machine_load)
-        metrics += [Metric(k, v, 0, epoch) for k, v in values.items()]
+        metrics += [Metric(k, v, epoch_ends[epoch - 1] if epoch_ends else 0, epoch) for k, v in values.items()]
     series = (names.GPU_MEMORY, names.GPU_UTIL) if gpu else (names.CPU_RSS, names.CPU_UTIL)
     metrics += [Metric(k, 100.0 + second, 0, second) for second in range(5) for k in series]
     if status == "FINISHED":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Metric
 
 from sweep.report.plots import epoch_curves
 from sweep.report.runs import EPOCH_SERIES, MAP50_95, load_histories, load_runs
@@ -35,6 +36,17 @@ def test_stopped_variants_are_marked_drawn_to_their_stop_and_the_saving_is_said(
     # spent 90 + 40 s; the full grid: 90 + 3 x 20 s
     assert "1 of 2 variants stopped early (after rung 1)" in report.markdown
     assert "13% of the full grid's training time saved: 130 s of training against about 150 s" in report.markdown
+    # restarts: each resumed job's set-up (setup_s above step 1) counts against the saving, a first start does not
+    for run_id, points in (
+        (stopped, {1: 2.0, 2: 4.0}),
+        (report.table.at[report.verdict.recommended, "run_ids"], {1: 2.0, 2: 3.0, 3: 3.0}),
+    ):
+        client.log_batch(run_id, metrics=[Metric(names.SETUP_TIME, s, 0, step) for step, s in points.items()])
+    report = make_report(client, find_sweeps(client, "budgeted"), tmp_path, log_artifacts=False)
+    assert (
+        "7% of the full grid's training time saved: 140 s of training incl. 3 restarts (10 s of set-up before their "
+        "first epoch) against about 150 s"
+    ) in report.markdown
 
     histories = load_histories(client, load_runs(client, find_sweeps(client, "budgeted")), EPOCH_SERIES)
     lines = {line.get_label(): line for line in epoch_curves(report.table, histories).axes[1].get_lines()}
@@ -49,3 +61,18 @@ def test_a_sweep_without_a_budget_says_nothing_of_one(store: str, tmp_path: Path
     add_variant(client, exp, parent, 0)
     report = make_report(client, find_sweeps(client, "unbudgeted"), tmp_path, log_artifacts=False)
     assert "Budget" not in report.markdown and "STOPPED" not in report.markdown
+
+
+def test_runs_resumed_rung_after_rung_are_parallel_only_where_their_epochs_overlap(store: str, tmp_path: Path) -> None:  # noqa: F811
+    """A budget's rungs resume each variant in turn on one device: from first start to last end the
+    runs overlap, their epochs do not; epochs that do overlap (parallel jobs) are still warned of."""
+    for name, late in (("in-turn", 0), ("side-by-side", 2500)):
+        client, exp, parent = new_sweep(store, name, name)
+        client.set_tag(parent, names.BUDGET, "sweep.budget=1 s, eta=2, tolerance=0.01")
+        # rung 1: freeze=0's epoch 1, then freeze=10's; rung 2: freeze=0's epochs 2-3, then freeze=10's
+        for frozen, ends in ((0, [2000, 7000, 8000]), (10, [4000 - late, 10000 - late, 11000 - late])):
+            run = add_variant(client, exp, parent, frozen, train_time=3.0, epochs=3, span=(0, 12000), epoch_ends=ends)
+            client.set_tag(run, names.RESUMED_AFTER, "ended SCHEDULED")
+        report = make_report(client, find_sweeps(client, name), tmp_path / name, log_artifacts=False)
+        parallel = "trained at the same time on one device" in report.markdown
+        assert parallel == bool(late), (name, report.markdown)

@@ -15,11 +15,20 @@ from collections.abc import Mapping
 
 from sweep.budget.checks import budget_of
 from sweep.budget.rule import allotment
-from sweep.tracking import names
+from sweep.tracking.claims import training_time_s
 from sweep.tracking.variant_run import VariantRun
 
 PAUSED = "SCHEDULED"  # the MLflow status of a paused run
 KEPT_NAME = "last-kept-for-the-next-rung.pt"  # what ultralytics' final_eval is pointed at instead of last.pt
+
+
+def rung_allotment(sweep: Mapping) -> float | None:
+    """The training seconds a job of a budgeted rung trains its variant to, from its `sweep`
+    settings; None outside a rung (no budget, or the last variant left: it trains to the end)."""
+    budget, rung = budget_of(sweep), sweep.get("rung")
+    if budget is None or rung is None:
+        return None
+    return allotment(budget.seconds, budget.eta, rung)
 
 
 class RungPause:
@@ -33,17 +42,12 @@ class RungPause:
     @classmethod
     def of(cls, sweep: Mapping, run: VariantRun) -> RungPause | None:
         """The job's pause from its `sweep` settings (plain values), None outside a budgeted rung (the
-        last variant left trains to the end). A stop recorded by an earlier attempt no longer holds
-        for a run that trains again."""
-        budget, rung = budget_of(sweep), sweep.get("rung")
-        if budget is None or rung is None:
+        last variant left trains to the end). A stop recorded by an earlier attempt was cleared by
+        the claim that continued the run (sweep/tracking/claims.py)."""
+        until_s = rung_allotment(sweep)
+        if until_s is None:
             return None
-        client, run_id = run.client, run.run_id
-        for key in (names.STOPPED_AT_RUNG, names.STOPPED_REASON):
-            if key in client.get_run(run_id).data.tags:
-                client.delete_tag(run_id, key)
-        spent = sum(m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME))
-        return cls(run, rung, allotment(budget.seconds, budget.eta, rung), spent)
+        return cls(run, sweep["rung"], until_s, training_time_s(run.client, run.run_id))
 
     def skip(self) -> None:
         """The run trained its allotment already: it pauses again without training."""

@@ -7,7 +7,8 @@ reaches budget·eta^(k-1) seconds, then pauses (run SCHEDULED, last.pt resumable
 sweep/budget/pause.py). The rule (sweep/budget/rule.py) then reads every variant's curve from
 MLflow and decides who goes on; the others end FINISHED with the tags `sweep.stopped_at_rung` and
 `sweep.stopped_reason`. When one candidate is left it trains to its last epoch (no `sweep.rung`).
-`<sweep_dir>/budget.json` records every rung: who ran, the figures compared, who was kept and why.
+`<sweep_dir>/budget.json` records every rung: who ran, the figures compared, who was kept and why,
+and what the restarts cost (each job's `setup_s`, sweep/budget/setup_time.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Variant:
     run_id: str | None = None
     status: str = "PENDING"  # the latest job's outcome: PAUSED, FINISHED, FAILED, KILLED, HELD
     stopped_at_rung: int | None = None
+    setup_s: dict[int, float] = field(default_factory=dict)  # each job's start to its first epoch (step): `setup_s`
 
     def record(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "overrides"}
@@ -90,6 +92,7 @@ class Rungs:
                 returns.append(results)
             for variant in todo:
                 self.read_outcome(sweep_dir, variant)
+                variant.setup_s = setup_times(client, variant.run_id)
             alive = [v for v in alive if v.status not in GONE]
             if final or not alive:
                 self.write(sweep_dir)
@@ -139,7 +142,8 @@ class Rungs:
 
     def judge(self, client, alive: list[Variant], rung: int) -> Decision:  # noqa: ANN001 (MlflowClient)
         """The rule over the candidates' curves; a stop already recorded on a run (a re-run of a
-        sweep) stands, so a re-run never trains a stopped variant again."""
+        sweep, whose job reused it: sweep/tracking/claims.py `is_done`) stands, so a re-run never
+        trains a stopped variant again. A job that continued it (a larger budget) cleared it."""
         candidates: dict[str, list[Curve]] = {}
         for variant in alive:
             run = client.get_run(variant.run_id)
@@ -167,8 +171,11 @@ class Rungs:
         write_status(sweep_dir / str(variant.num), JobStatus(variant.name, Outcome.FINISHED, variant.run_id, note))
 
     def write(self, sweep_dir: Path) -> None:
+        restarts = [seconds for v in self.variants for step, seconds in v.setup_s.items() if step > 1]
         record = {
             "budget": self.budget.__dict__,
+            # a resumed job's process, model, data loaders and last.pt: not in the allotments (training seconds)
+            "restarts": {"count": len(restarts), "setup_s": round(sum(restarts), 3)},
             "rungs": self.decisions,
             "variants": [v.record() for v in self.variants],
         }
@@ -183,11 +190,13 @@ class Rungs:
 
 def needs_job(client, variant: Variant, limit_s: float | None) -> bool:  # noqa: ANN001 (MlflowClient)
     """Whether the variant has anything to train in this rung. Not when its run is FINISHED (trained
-    out, or stopped by an earlier run of the sweep), nor when it has trained the rung's allotment
-    already (a re-run after a kill): a job would only start and pause again."""
+    out), nor when it has trained the rung's allotment already (a re-run after a kill, or a variant
+    an earlier run of the sweep stopped at a later rung): a job would only start and pause again,
+    or reuse it. A variant an earlier sweep stopped with less than this rung's allotment (a larger
+    budget) trains on: its job's claim continues its run."""
     if variant.run_id is None or variant.status == "PENDING":
         return True
-    if variant.status == "FINISHED":
+    if variant.status == "FINISHED" and variant.stopped_at_rung is None:
         return False
     return limit_s is None or curve_of(client, variant.run_id, False).spent_s < limit_s
 
@@ -206,6 +215,13 @@ def curve_of(client, run_id: str, complete: bool) -> Curve:  # noqa: ANN001 (Mlf
     times = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME)}
     epochs = sorted(set(scores) & set(times))
     return Curve.from_epochs([times[e] for e in epochs], [scores[e] for e in epochs], complete)
+
+
+def setup_times(client, run_id: str | None) -> dict[int, float]:  # noqa: ANN001 (MlflowClient)
+    """Each job's set-up seconds (sweep/budget/setup_time.py) by the epoch it started at: above 1, a restart."""
+    if run_id is None:
+        return {}
+    return {m.step: round(m.value, 3) for m in client.get_metric_history(run_id, names.SETUP_TIME)}
 
 
 def labels(jobs: list[list[str]]) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from sweep.report.runs import STOPPED, History, param, tag
+from sweep.report.runs import STOPPED, History, load_histories, param, tag
 from sweep.tracking import names
 from sweep.tracking.sweeps import SweepRef
 
@@ -21,7 +21,9 @@ def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.Data
     """How much of the full grid's training time the budget saved; "" for sweeps without one.
 
     Training time is the runs' `epoch_time_s` summed; a stopped variant's full training is
-    estimated as its epochs so far at their mean time times its `train.epochs`.
+    estimated as its epochs so far at their mean time times its `train.epochs`. The budget's side
+    also counts its restarts: each resumed job's set-up (`setup_s` above step 1), which the full
+    grid, training each variant in one go, does not pay.
     """
     budgets = [client.get_run(s.parent_run_id).data.tags.get(names.BUDGET, "") for s in sweeps]
     if not any(budgets):
@@ -37,14 +39,24 @@ def budget_line(client: MlflowClient, sweeps: Sequence[SweepRef], frame: pd.Data
             full += run_spent / len(times) * max(float(planned), len(times)) if planned == planned else run_spent
         else:
             full += run_spent
-    saved = 100 * (1 - spent / full) if full > 0 else 0.0
+    setups = load_histories(client, frame, [names.SETUP_TIME])
+    restarts = [s for h in setups.values() for step, s in h[names.SETUP_TIME].items() if step > 1]
+    restart_s = sum(restarts)
+    saved = 100 * (1 - (spent + restart_s) / full) if full > 0 else 0.0
+    n = len(restarts)
+    incl = f" incl. {n} restart{'s' * (n > 1)} ({restart_s:,.0f} s of set-up before their first epoch)" * bool(n)
+    verdict = (
+        f"{saved:.0f}% of the full grid's training time saved"
+        if saved >= 0
+        else f"nothing saved, {-saved:.0f}% more than the full grid's training time"  # restarts can outweigh stops
+    )
     rung = pd.to_numeric(frame.get(tag(names.STOPPED_AT_RUNG), pd.Series(dtype=float)), errors="coerce")
     rungs = [str(int(r)) for r in sorted(rung.dropna().unique())]
     where = f" (after rung{'s' * (len(rungs) > 1)} {', '.join(rungs)})" if rungs else ""
     return (
         f"**Budget** ({'; '.join(b for b in dict.fromkeys(budgets) if b)}): {stopped} of {len(frame)} variants "
         f"stopped early{where}: STOPPED rows, left out of the recommendation, their curves ending at the stop. "
-        f"{saved:.0f}% of the full grid's training time saved: {spent:,.0f} s of training against about "
+        f"{verdict}: {spent + restart_s:,.0f} s of training{incl} against about "
         f"{full:,.0f} s for every variant's full training (a stopped variant's remaining epochs estimated at "
         "its mean epoch time)."
     )

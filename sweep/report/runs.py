@@ -24,7 +24,7 @@ from sweep.tracking.sweeps import SweepRef, variant_runs
 
 STOPPED = "STOPPED"  # the report's status of a variant a budget stopped (FINISHED in MLflow)
 MAX_POINTS = 10**9  # a bulk history read's row limit: no limit
-RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID, names.STOPPED_AT_RUNG)
+RUN_TAGS = (names.ERROR, names.DEVICE, names.CONFIG_HASH, names.SWEEP_ID, names.STOPPED_AT_RUNG, names.RESUMED_AFTER)
 
 # Latest values the table reads; absent ones (GPU figures of a CPU run) become NaN columns.
 SUMMARY_METRICS = (

@@ -23,7 +23,7 @@ from sweep.report.html import render_page
 from sweep.report.parent import summarize_parent
 from sweep.report.runs import EPOCH_SERIES, MAP50_95, RESOURCE_SERIES, STOPPED, load_histories, load_runs
 from sweep.report.table import FINISHED, compact, csv_frame, display, summarize, to_markdown
-from sweep.report.timing import timing_warnings
+from sweep.report.timing import timing_warnings, training_spans
 from sweep.report.verdict import Verdict, decide
 from sweep.tracking.store import connect, sqlite_path
 from sweep.tracking.sweeps import SweepRef, sweep_of_parent
@@ -102,7 +102,7 @@ def make_report(
     settings = sweep_settings(frame)
     summary = summary_lines(table, verdict, settings)
     summary += [line for line in [budget_line(client, sweeps, frame, histories)] if line]
-    cautions = timing_warnings(frame, table)
+    cautions = timing_warnings(frame, table, training_spans(client, frame))
     markdown = "\n\n".join(
         [
             "\n\n".join(summary),

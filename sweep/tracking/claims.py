@@ -2,7 +2,8 @@
 
 A worker claims a variant by creating its run and checking that no other live run of that hash
 exists (`claim_variant`); a finished variant is reused, an interrupted one resumed from its
-checkpoint, leftovers closed as superseded.
+checkpoint, leftovers closed as superseded. A variant a budget stopped (sweep/budget/) is finished
+only up to the training time it had: a job that wants more continues it (`is_done`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,24 @@ def resume_point(run: Run) -> tuple[Path, int] | None:
     return last, int(ckpt["epoch"]) + 1
 
 
+def is_done(client: MlflowClient, run: Run, until_s: float | None) -> bool:
+    """Whether `run` holds all a job that trains its variant until `until_s` seconds of training (a
+    budget's rung allotment; None: to its last epoch) would train. A FINISHED run does, except one a
+    budget stopped (`sweep.stopped_at_rung`): it has epochs to go, so it is done only for a rung
+    whose allotment it has trained already (a re-run of its sweep, where the stop stands); a plain
+    sweep, or a budget that gives it more, continues it from its last.pt in the same run."""
+    if run.info.status != "FINISHED":
+        return False
+    if names.STOPPED_AT_RUNG not in run.data.tags:
+        return True
+    return until_s is not None and training_time_s(client, run.info.run_id) >= until_s
+
+
+def training_time_s(client: MlflowClient, run_id: str) -> float:
+    """The run's training time so far: its `epoch_time_s`, summed (what a budget allots)."""
+    return sum(m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME))
+
+
 def _variant_runs(client: MlflowClient, experiment_id: str, config_hash: str) -> list[Run]:
     query = f"tags.{names.CONFIG_HASH} = '{config_hash}' and tags.`{names.ROLE}` = '{names.ROLE_VARIANT}'"
     runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000)
@@ -95,6 +114,7 @@ def claim_variant(
     rerun: bool = False,
     wait: bool = True,
     poll_s: float = CLAIM_POLL_S,
+    until_s: float | None = None,
 ) -> Claim:
     """Claim a variant for training, or say why not.
 
@@ -102,12 +122,13 @@ def claim_variant(
     config hash. If there are, withdraw (delete ours) and retry after a random pause. With a
     store that serialises writes, two workers cannot both find themselves alone: whichever
     looked second would have seen the other's run. A held variant is waited for (`wait`), or
-    left to its holder.
+    left to its holder. `until_s`: how far the job trains (`is_done`).
     """
     while True:
         close_stale_runs(client, [experiment_id], f"tags.{names.CONFIG_HASH} = '{config_hash}'")
         runs = _variant_runs(client, experiment_id, config_hash)
-        finished = [r for r in runs if r.info.status == "FINISHED"]
+        done = {r.info.run_id for r in runs if is_done(client, r, until_s)}
+        finished = [r for r in runs if r.info.run_id in done]
         if finished and not rerun:
             return Claim("finished", finished[0])
         live = [r for r in runs if is_alive(r)]
@@ -131,7 +152,7 @@ def claim_variant(
             withdraw(client, mine.info.run_id, holder, f"claim withdrawn: run {holder} holds the variant")
             time.sleep(random.uniform(0.2, 2.0))
             continue
-        unfinished = [r for r in runs if r.info.status != "FINISHED"]
+        unfinished = [r for r in runs if r.info.run_id not in done]
         return _train_or_resume(client, mine, unfinished, rerun, tags)
 
 
@@ -143,7 +164,8 @@ def _wait_until_not_alive(client: MlflowClient, run_id: str, poll_s: float) -> N
 def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rerun: bool, tags: dict) -> Claim:
     """We hold the variant. Continue the newest resumable run in place of our fresh one (it is
     made live before ours is withdrawn, so the variant is never unclaimed), else train in ours.
-    A continued run joins this sweep, and keeps its output folder (its checkpoint is there)."""
+    A continued run joins this sweep, and keeps its output folder (its checkpoint is there); a
+    stopped one is no longer stopped (it trains on: the report must not call it STOPPED)."""
     for run in unfinished if not rerun else []:
         point = resume_point(run)
         if point is None:
@@ -152,16 +174,26 @@ def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rer
         for key, value in {**tags, **owner_tags()}.items():
             if key != names.OUTPUT_DIR:
                 client.set_tag(run.info.run_id, key, value)
-        reason = run.data.tags.get(names.CLOSED_REASON) or f"ended {run.info.status}"
-        client.set_tag(run.info.run_id, names.RESUMED_AFTER, reason)
+        reason = ended(run)
+        client.set_tag(run.info.run_id, names.RESUMED_AFTER, reason[:5000])
         client.set_tag(run.info.run_id, names.CLOSED_REASON, "")
-        for key in (names.ERROR, names.ERROR_TRACEBACK):  # the interruption is history now, not the outcome
+        # the interruption (or the budget's stop) is history now, not the outcome; the run is RUNNING first,
+        # so a kill in between never leaves it FINISHED without the stop that says it has epochs to go
+        for key in (names.ERROR, names.ERROR_TRACEBACK, names.STOPPED_AT_RUNG, names.STOPPED_REASON):
             if key in run.data.tags:
                 client.delete_tag(run.info.run_id, key)
         withdraw(client, mine.info.run_id, run.info.run_id, f"replaced by the resumed run {run.info.run_id}")
         others = [r for r in unfinished if r.info.run_id != run.info.run_id]
         return Claim("train", client.get_run(run.info.run_id), point[1], others)
     return Claim("train", mine, 0, unfinished)
+
+
+def ended(run: Run) -> str:
+    """How a run's previous attempt ended, for the `sweep.resumed_after` of the run that continues it."""
+    rung = run.data.tags.get(names.STOPPED_AT_RUNG)
+    if rung is None:
+        return run.data.tags.get(names.CLOSED_REASON) or f"ended {run.info.status}"
+    return f"stopped by the budget at rung {rung}: {run.data.tags.get(names.STOPPED_REASON, '')}".rstrip(": ")
 
 
 def withdraw(client: MlflowClient, run_id: str, by_run_id: str, reason: str) -> None:
@@ -175,9 +207,9 @@ def withdraw(client: MlflowClient, run_id: str, by_run_id: str, reason: str) -> 
 
 
 def supersede(client: MlflowClient, runs: list[Run], by_run_id: str) -> None:
-    """Close unfinished leftovers explicitly, pointing at the run that replaces them."""
+    """Close unfinished leftovers (a stopped one among them) explicitly, pointing at the run that replaces them."""
     for run in runs:
-        if run.info.status != "FINISHED":
+        if run.info.status != "FINISHED" or names.STOPPED_AT_RUNG in run.data.tags:
             client.set_tag(run.info.run_id, names.SUPERSEDED_BY, by_run_id)
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, "KILLED")

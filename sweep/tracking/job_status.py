@@ -92,6 +92,7 @@ class Job:
     name: str
     run_id: str | None = None
     status: JobStatus | None = None
+    started: float = 0.0  # when it began (epoch seconds; sweep/budget/setup_time.py), 0 when not known
 
     def end(
         self,

@@ -69,6 +69,7 @@ TRAIN_LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss")
 VAL_LOSSES = ("val/box_loss", "val/cls_loss", "val/dfl_loss")
 LR = "lr"
 EPOCH_TIME = "epoch_time_s"
+SETUP_TIME = "setup_s"  # a budgeted job: its start to its first epoch (step); above step 1, a restart
 IMAGES_PER_S = "images_per_s"
 TRAINABLE_PARAMS = "trainable_params"  # per epoch: shows a freeze schedule's switches
 DATA_WAIT = "data_wait_pct"  # per epoch: share of training spent waiting for batches (sweep/tracking/data_wait.py)
