@@ -546,3 +546,16 @@ def test_compare_a_real_sweep(tiny_sweep, tmp_path: Path, capsys) -> None:
     stdout = capsys.readouterr().out
     assert "WARNING" not in stdout and "unchanged (weights and BN running statistics)" in stdout
     assert (tmp_path / "index.html").is_file()
+
+
+def test_a_variant_the_budget_stopped_is_labelled_so_in_the_comparison(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from sweep.compare.sweep_runs import variant_label
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("labels")
+    full = client.create_run(exp, run_name="none 0/23")
+    stopped = client.create_run(exp, run_name="backbone 10/23", tags={names.STOPPED_AT_RUNG: "2"})
+    assert variant_label(client.get_run(full.info.run_id)) == "none 0/23"
+    assert variant_label(client.get_run(stopped.info.run_id)) == "backbone 10/23 (stopped at rung 2)"

@@ -45,7 +45,7 @@ def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: 
         raise CompareError(f"sweep {sweep_id!r} has no finished variant runs (skipped: {', '.join(skipped) or 'none'})")
     variants = [
         SweepVariant(
-            label=r.info.run_name or r.info.run_id[:8],
+            label=variant_label(r),
             run_id=r.info.run_id,
             checkpoint=_best_pt(client, r, download_dir),
             freeze_layers=_indices(r.data.params.get(names.P_FREEZE_LAYERS)),
@@ -54,6 +54,13 @@ def find_sweep(sweep_id: str, tracking_uri: str, experiment: str, download_dir: 
         for r in finished
     ]
     return SweepCheckpoints(sweep.parent_run_id, _shared_base(finished), variants, skipped)
+
+
+def variant_label(run) -> str:  # noqa: ANN001 (mlflow Run)
+    """Its run name; a variant a budget stopped says so, since its network trained fewer epochs."""
+    label = run.info.run_name or run.info.run_id[:8]
+    rung = run.data.tags.get(names.STOPPED_AT_RUNG)
+    return f"{label} (stopped at rung {rung})" if rung else label
 
 
 def log_to_parent(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
