@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from sweep.budget.rule import Curve, allotment, decide
+from sweep.budget.rule import Curve, allotment, decide, final_frozen
 
 
-def curve(epoch_s: float, scores: list[float], complete: bool = False) -> Curve:
-    return Curve.from_epochs([epoch_s] * len(scores), scores, complete)
+def curve(epoch_s: float, scores: list[float], complete: bool = False, frozen: int | None = None) -> Curve:
+    return Curve.from_epochs([epoch_s] * len(scores), scores, complete, frozen)
 
 
 def test_allotment_grows_by_eta_per_rung() -> None:
@@ -100,3 +100,40 @@ def test_record_is_json_ready() -> None:
     decision = decide({"a": [curve(1.0, [0.3])], "b": [curve(1.0, [0.1])]}, 1, 1.0, 2, 0.0)
     record = json.loads(json.dumps(decision.as_record()))
     assert record["kept"] == ["a"] and set(record["stopped"]) == {"b"} and not math.isnan(record["compared_at_s"])
+
+
+def test_a_variant_that_trains_more_is_kept_until_one_that_trains_as_much_is_ahead() -> None:
+    # The demo at 16 epochs: the frozen level leads early, the schedule to none (0 layers frozen in
+    # its last stage) is behind and no steeper, and overtakes from about 20 s on. No slope shows it
+    # this early; freezing's order does: only a variant that trains as much can put it out.
+    flat = [0.40, 0.45, 0.45, 0.45]
+    candidates = {
+        "all_but_head": [curve(1.0, [0.40, 0.50, 0.50, 0.50], frozen=22)],
+        "all_but_head -> none @2": [curve(1.0, flat, frozen=0)],
+        "backbone": [curve(1.0, [0.30, 0.40, 0.40, 0.40], frozen=10)],
+        "backbone -> none @2": [curve(1.0, [0.30, 0.44, 0.44, 0.44], frozen=0)],
+    }
+    decision = decide(candidates, rung=1, allotment_s=4.0, eta=4, tolerance=0.01)
+    assert decision.kept == ("all_but_head", "all_but_head -> none @2")
+    assert decision.kept_for_capacity == ("all_but_head -> none @2",)
+    # backbone (10 frozen) is behind a kept variant that freezes none: it may not overtake it
+    assert "all_but_head -> none @2 freezes no more layers" in decision.stopped["backbone"]
+    # the other schedule to none is within the tolerance of the one kept (0.44 vs 0.45): it stays
+    tied = decide(candidates, rung=1, allotment_s=4.0, eta=4, tolerance=0.02)
+    assert "backbone -> none @2" in tied.kept and "backbone" in tied.stopped
+    assert decision.as_record()["kept_for_capacity"] == ["all_but_head -> none @2"]
+
+
+def test_without_frozen_layers_known_the_capacity_rule_keeps_nothing() -> None:
+    candidates = {"a": [curve(1.0, [0.4, 0.5, 0.5, 0.5])], "b": [curve(1.0, [0.3, 0.4, 0.4, 0.4], frozen=0)]}
+    assert decide(candidates, 1, 4.0, eta=2, tolerance=0.0).kept == ("a", "b")  # b: no kept ahead is known
+    candidates["b"] = [curve(1.0, [0.3, 0.4, 0.4, 0.4])]
+    assert decide(candidates, 1, 4.0, eta=2, tolerance=0.0).kept == ("a",)
+
+
+def test_final_frozen_reads_a_schedules_last_stage_autos_latest_prefix_or_the_level() -> None:
+    assert final_frozen({"freeze_schedule": "[[1,[0,1,2]],[5,[]]]", "frozen_layers": "3"}, {}) == 0
+    assert final_frozen({"frozen_layers": "0"}, {"frozen_layers": 5.0}) == 5  # auto, at epoch 6
+    assert final_frozen({"frozen_layers": "10"}, {}) == 10
+    assert final_frozen({}, {}) is None
+    assert final_frozen({"freeze_schedule": "not json"}, {}) is None

@@ -12,6 +12,15 @@ is wrong for freezing in two ways:
    reduces final accuracy slightly"). Ranked at one moment, the late winner is dropped. So a
    variant whose recent slope, extended to the next rung's cost, would pass the leader's (extended
    the same way) is kept for another rung.
+3. **A slope seen early does not show a late crossing.** On the demo at 16 epochs, the schedules
+   that unfreeze everything lead only from about 20 s of training on; at 2.5 s and 7 s they are
+   behind and no steeper than the frozen levels, so the first two rules dropped the winner in
+   9 of 9 replays (bench/bench_budget.py). What freezing does tell in advance is its order: a variant
+   that trains more of the network may still overtake one that trains less, never the other way
+   round once it is behind. So a variant is stopped only when a kept one that freezes no more
+   layers in its last stage (a schedule's last stage; `freeze=auto`'s prefix so far, since auto
+   only freezes more) is ahead of it. This keeps the late learners to the end and stops the frozen
+   levels that lose at their own game: correct verdicts first, saving second.
 
 The rule at rung k, whose allotment is A seconds of training (each variant trained until its
 cumulative `epoch_time_s` first reached A, then paused):
@@ -27,7 +36,9 @@ cumulative `epoch_time_s` first reached A, then paused):
   them (differences the verdict would not act on); and every unfinished candidate whose value at
   c plus its recent slope (least squares over its last SLOPE_EPOCHS epochs, mAP50-95 per training
   second, never below 0; after one epoch, its average rate since the start) times (eta·A - c)
-  exceeds the leader's, projected the same way.
+  exceeds the leader's, projected the same way;
+- and every unfinished candidate whose last stage freezes fewer layers than every kept candidate
+  ahead of it (candidates whose frozen layers are unknown are left to the rules above).
 
 The projection is linear while real curves bend down, so it favours steep (late) learners; that
 is the intent: keeping a late winner one rung too long costs one rung of one variant, dropping it
@@ -36,9 +47,12 @@ costs the answer.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sweep.tracking import names
 
 SLOPE_EPOCHS = 3  # epochs the recent slope is fitted over: fewer follow validation noise
 
@@ -50,14 +64,21 @@ class Curve:
     costs: tuple[float, ...] = ()
     scores: tuple[float, ...] = ()
     complete: bool = False  # trained all its epochs (or early stopping ended it): nothing more to gain
+    final_frozen: int | None = None  # layers frozen in its last stage (`final_frozen`); None: unknown
 
     @classmethod
-    def from_epochs(cls, epoch_times: Sequence[float], scores: Sequence[float], complete: bool = False) -> Curve:
+    def from_epochs(
+        cls,
+        epoch_times: Sequence[float],
+        scores: Sequence[float],
+        complete: bool = False,
+        final_frozen: int | None = None,
+    ) -> Curve:
         costs, total = [], 0.0
         for seconds in epoch_times:
             total += float(seconds)
             costs.append(total)
-        return cls(tuple(costs), tuple(float(s) for s in scores), complete)
+        return cls(tuple(costs), tuple(float(s) for s in scores), complete, final_frozen)
 
     @property
     def spent_s(self) -> float:
@@ -69,7 +90,7 @@ class Curve:
         if reached is None:
             return self
         end = reached + 1
-        return Curve(self.costs[:end], self.scores[:end], self.complete and end == len(self.costs))
+        return Curve(self.costs[:end], self.scores[:end], self.complete and end == len(self.costs), self.final_frozen)
 
     def value_at(self, cost_s: float) -> float:
         """Best mAP50-95 reached within `cost_s` seconds of training, linear between epoch ends."""
@@ -111,6 +132,7 @@ class Decision:
     kept: tuple[str, ...]  # best first; a kept candidate that completed its epochs has nothing left to train
     stopped: dict[str, str] = field(default_factory=dict)  # candidate -> why, one line
     kept_for_slope: tuple[str, ...] = ()
+    kept_for_capacity: tuple[str, ...] = ()  # behind, but no kept variant ahead of it trains as much
 
     def as_record(self) -> dict:
         return {
@@ -121,6 +143,7 @@ class Decision:
             "projected": {k: round(v, 5) for k, v in self.projected.items()},
             "kept": list(self.kept),
             "kept_for_slope": list(self.kept_for_slope),
+            "kept_for_capacity": list(self.kept_for_capacity),
             "stopped": dict(self.stopped),
         }
 
@@ -150,17 +173,67 @@ def decide(
     leader = projected[ranked[0]]
     unfinished = {name for name, curves in cut.items() if not all(c.complete for c in curves)}
     for_slope = [name for name in ranked if name not in kept and name in unfinished and projected[name] > leader]
+    frozen = {name: _least_frozen(curves) for name, curves in cut.items()}
+    keep, for_capacity, ahead_of = [*kept, *for_slope], [], {}
+    for name in ranked:  # best first: a candidate kept for capacity can put the ones behind it out
+        if name in keep or name not in unfinished or frozen[name] is None:
+            continue
+        ahead_of[name] = _ahead_training_as_much(name, keep, values, frozen, tolerance)
+        if ahead_of[name] is None:
+            keep.append(name)
+            for_capacity.append(name)
     stopped = {
         name: (
             f"rung {rung}: mAP50-95 {values[name]:.3f} after {at:.1f} s of training, below the {quota} kept "
             f"(the last {values[ranked[quota - 1]]:.3f}, tolerance {tolerance:.3f}); its recent slope projects "
             f"{projected[name]:.3f} at {allotment_s * eta:.1f} s, not above the leader's {leader:.3f}"
+            + (
+                ""
+                if ahead_of.get(name) is None
+                else f"; {ahead_of[name]} freezes no more layers in its last stage and is ahead"
+            )
         )
         for name in ranked
-        if name in unfinished and name not in kept and name not in for_slope
+        if name in unfinished and name not in keep
     }
-    kept_all = tuple(name for name in ranked if name in kept or name in for_slope)
-    return Decision(rung, allotment_s, at, values, projected, kept_all, stopped, tuple(for_slope))
+    kept_all = tuple(name for name in ranked if name in keep)
+    return Decision(rung, allotment_s, at, values, projected, kept_all, stopped, tuple(for_slope), tuple(for_capacity))
+
+
+def _least_frozen(curves: Sequence[Curve]) -> int | None:
+    """A candidate's layers frozen in its last stage (the fewest among its replicates); None if unknown."""
+    known = [c.final_frozen for c in curves if c.final_frozen is not None]
+    return min(known) if known and len(known) == len(curves) else None
+
+
+def _ahead_training_as_much(
+    name: str, kept: Sequence[str], values: Mapping[str, float], frozen: Mapping[str, int | None], tolerance: float
+) -> str | None:
+    """A kept candidate ahead of `name` by `tolerance` or more that freezes no more layers than it in
+    the end: `name` may not overtake that one."""
+    for other in kept:
+        known = frozen[other] is not None and frozen[name] is not None
+        if known and frozen[other] <= frozen[name] and values[other] - values[name] >= tolerance:
+            return other
+    return None
+
+
+def final_frozen(params: Mapping[str, str], metrics: Mapping[str, float]) -> int | None:
+    """Layers a variant freezes in its last stage, from its run: a schedule's last stage
+    (`freeze_schedule`), else its latest `frozen_layers` (freeze=auto logs it per epoch, and
+    only ever freezes more), else the `frozen_layers` param; None when the run has none."""
+    schedule = params.get(names.P_FREEZE_SCHEDULE)
+    if schedule:
+        try:
+            return len(json.loads(schedule)[-1][1])
+        except (ValueError, IndexError, TypeError):
+            return None
+    for value in (metrics.get(names.M_FROZEN_LAYERS), params.get(names.P_FROZEN_LAYERS)):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def _mean(values: Sequence[float]) -> float:
