@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.report.runs import run_status
 from sweep.tracking import names
 from tests.conftest import ROOT, TINY, Sweep, run_cli, run_sweep
 from tests.services import SlurmCluster
@@ -174,7 +175,6 @@ def test_a_later_plain_sweep_trains_a_stopped_variant_to_the_end_in_its_own_run(
     last.pt in the same run, and the report no longer calls it STOPPED. (The tiny demo's variants
     tie, so the rule stops none: the stop is made between rungs by the sweeper's own `stop`.)"""
     from sweep.budget.rungs import Rungs, Variant
-    from sweep.report.budget import run_status
 
     grid = ["freeze=0,22", "train.epochs=2"]
     first = start(tmp_path, cache_root, "first", [*grid, "sweep.budget=0.01", "sweep.eta=2"])
