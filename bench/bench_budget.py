@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import write_result  # noqa: E402
-from sweep.budget.rule import Curve, allotment, decide, final_frozen  # noqa: E402
+from sweep.budget.rule import Curve, allotment, decide, frozen_range  # noqa: E402
 from sweep.tracking import names  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -87,7 +87,7 @@ def outcome(root: Path, name: str, tolerance: float | None = None) -> dict:
                 "status": "STOPPED" if names.STOPPED_AT_RUNG in run.data.tags else run.info.status,
                 "epoch_times": [t for _, t in times],
                 "scores": [scores.get(step, math.nan) for step, _ in times],
-                "final_frozen": final_frozen(run.data.params, run.data.metrics),
+                "frozen_range": frozen_range(run.data.params, run.data.metrics),
             }
         )
     return {
@@ -142,7 +142,10 @@ def budget_rule(grid: dict[str, list[dict]], eta: int, budget_s: float, toleranc
     """The budget's rungs (sweep/budget/rungs.py) replayed: each rung trains a survivor until its
     training time first reaches the allotment, the rule decides; the last one left trains to the end."""
     curves = {
-        c: [Curve.from_epochs(v["epoch_times"], v["scores"], True, v.get("final_frozen")) for v in vs]
+        c: [
+            Curve.from_epochs(v["epoch_times"], v["scores"], True, tuple(v.get("frozen_range") or (None, None)))
+            for v in vs
+        ]
         for c, vs in grid.items()
     }
     alive, spent, rung, finals = set(grid), {c: 0.0 for c in grid}, 1, set()

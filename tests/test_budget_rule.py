@@ -6,11 +6,13 @@ import math
 
 import pytest
 
-from sweep.budget.rule import Curve, allotment, decide, final_frozen
+from sweep.budget.rule import Curve, allotment, decide, frozen_range
 
 
-def curve(epoch_s: float, scores: list[float], complete: bool = False, frozen: int | None = None) -> Curve:
-    return Curve.from_epochs([epoch_s] * len(scores), scores, complete, frozen)
+def curve(
+    epoch_s: float, scores: list[float], complete: bool = False, frozen: int | None = None, most: int | None = None
+) -> Curve:
+    return Curve.from_epochs([epoch_s] * len(scores), scores, complete, (frozen, most))
 
 
 def test_allotment_grows_by_eta_per_rung() -> None:
@@ -117,7 +119,7 @@ def test_a_variant_that_trains_more_is_kept_until_one_that_trains_as_much_is_ahe
     assert decision.kept == ("all_but_head", "all_but_head -> none @2")
     assert decision.kept_for_capacity == ("all_but_head -> none @2",)
     # backbone (10 frozen) is behind a kept variant that freezes none: it may not overtake it
-    assert "all_but_head -> none @2 freezes no more layers" in decision.stopped["backbone"]
+    assert "all_but_head -> none @2 is ahead and freezes no more layers" in decision.stopped["backbone"]
     # the other schedule to none is within the tolerance of the one kept (0.44 vs 0.45): it stays
     tied = decide(candidates, rung=1, allotment_s=4.0, eta=4, tolerance=0.02)
     assert "backbone -> none @2" in tied.kept and "backbone" in tied.stopped
@@ -131,9 +133,23 @@ def test_without_frozen_layers_known_the_capacity_rule_keeps_nothing() -> None:
     assert decide(candidates, 1, 4.0, eta=2, tolerance=0.0).kept == ("a",)
 
 
-def test_final_frozen_reads_a_schedules_last_stage_autos_latest_prefix_or_the_level() -> None:
-    assert final_frozen({"freeze_schedule": "[[1,[0,1,2]],[5,[]]]", "frozen_layers": "3"}, {}) == 0
-    assert final_frozen({"frozen_layers": "0"}, {"frozen_layers": 5.0}) == 5  # auto, at epoch 6
-    assert final_frozen({"frozen_layers": "10"}, {}) == 10
-    assert final_frozen({}, {}) is None
-    assert final_frozen({"freeze_schedule": "not json"}, {}) is None
+def test_frozen_range_reads_a_schedules_last_stage_autos_prefix_and_max_or_the_level() -> None:
+    assert frozen_range({"freeze_schedule": "[[1,[0,1,2]],[5,[]]]", "frozen_layers": "3"}, {}) == (0, 0)
+    auto = {"frozen_layers": "0", "freeze_auto": '{"start":0,"max":22,"threshold":0.5,"patience":2}'}
+    assert frozen_range(auto, {"frozen_layers": 5.0}) == (5, 22)  # at epoch 6: 5 frozen, may go up to 22
+    assert frozen_range({"frozen_layers": "10"}, {}) == (10, 10)
+    assert frozen_range({}, {}) == (None, None)
+    assert frozen_range({"freeze_schedule": "not json"}, {}) == (None, None)
+
+
+def test_auto_ahead_puts_out_only_what_trains_less_than_it_may_end_up_training() -> None:
+    # auto has frozen 2 layers so far but may freeze up to 22: a fixed level 10 behind it may still
+    # end up training more than auto does, so auto cannot put it out; a fixed 22 it can.
+    candidates = {
+        "auto": [curve(1.0, [0.4, 0.5, 0.5, 0.5], frozen=2, most=22)],
+        "10": [curve(1.0, [0.3, 0.4, 0.4, 0.4], frozen=10)],
+        "22": [curve(1.0, [0.3, 0.39, 0.39, 0.39], frozen=22)],
+    }
+    decision = decide(candidates, 1, 4.0, eta=3, tolerance=0.0)
+    assert decision.kept == ("auto", "10") and decision.kept_for_capacity == ("10",)
+    assert "auto is ahead and freezes no more layers" in decision.stopped["22"]

@@ -17,9 +17,9 @@ is wrong for freezing in two ways:
    behind and no steeper than the frozen levels, so the first two rules dropped the winner in
    9 of 9 replays (bench/bench_budget.py). What freezing does tell in advance is its order: a variant
    that trains more of the network may still overtake one that trains less, never the other way
-   round once it is behind. So a variant is stopped only when a kept one that freezes no more
-   layers in its last stage (a schedule's last stage; `freeze=auto`'s prefix so far, since auto
-   only freezes more) is ahead of it. This keeps the late learners to the end and stops the frozen
+   round once it is behind. So a variant is stopped only when a kept one that will freeze no more
+   layers than it in the end is ahead of it (a schedule's last stage counts; freeze=auto, which
+   only freezes more, counts as its prefix so far when behind and as its `max` when ahead). This keeps the late learners to the end and stops the frozen
    levels that lose at their own game: correct verdicts first, saving second.
 
 The rule at rung k, whose allotment is A seconds of training (each variant trained until its
@@ -37,8 +37,8 @@ cumulative `epoch_time_s` first reached A, then paused):
   c plus its recent slope (least squares over its last SLOPE_EPOCHS epochs, mAP50-95 per training
   second, never below 0; after one epoch, its average rate since the start) times (eta·A - c)
   exceeds the leader's, projected the same way;
-- and every unfinished candidate whose last stage freezes fewer layers than every kept candidate
-  ahead of it (candidates whose frozen layers are unknown are left to the rules above).
+- and every unfinished candidate that no kept candidate ahead of it by `tolerance` matches in what
+  it trains in the end (candidates whose frozen layers are unknown are left to the rules above).
 
 The projection is linear while real curves bend down, so it favours steep (late) learners; that
 is the intent: keeping a late winner one rung too long costs one rung of one variant, dropping it
@@ -64,7 +64,8 @@ class Curve:
     costs: tuple[float, ...] = ()
     scores: tuple[float, ...] = ()
     complete: bool = False  # trained all its epochs (or early stopping ended it): nothing more to gain
-    final_frozen: int | None = None  # layers frozen in its last stage (`final_frozen`); None: unknown
+    final_frozen: int | None = None  # the fewest layers it will have frozen from now on (`frozen_range`); None: unknown
+    most_frozen: int | None = None  # the most it may freeze in the end (freeze=auto's max); None: final_frozen
 
     @classmethod
     def from_epochs(
@@ -72,13 +73,13 @@ class Curve:
         epoch_times: Sequence[float],
         scores: Sequence[float],
         complete: bool = False,
-        final_frozen: int | None = None,
+        frozen: tuple[int | None, int | None] = (None, None),
     ) -> Curve:
         costs, total = [], 0.0
         for seconds in epoch_times:
             total += float(seconds)
             costs.append(total)
-        return cls(tuple(costs), tuple(float(s) for s in scores), complete, final_frozen)
+        return cls(tuple(costs), tuple(float(s) for s in scores), complete, *frozen)
 
     @property
     def spent_s(self) -> float:
@@ -90,7 +91,8 @@ class Curve:
         if reached is None:
             return self
         end = reached + 1
-        return Curve(self.costs[:end], self.scores[:end], self.complete and end == len(self.costs), self.final_frozen)
+        complete = self.complete and end == len(self.costs)
+        return Curve(self.costs[:end], self.scores[:end], complete, self.final_frozen, self.most_frozen)
 
     def value_at(self, cost_s: float) -> float:
         """Best mAP50-95 reached within `cost_s` seconds of training, linear between epoch ends."""
@@ -174,11 +176,12 @@ def decide(
     unfinished = {name for name, curves in cut.items() if not all(c.complete for c in curves)}
     for_slope = [name for name in ranked if name not in kept and name in unfinished and projected[name] > leader]
     frozen = {name: _least_frozen(curves) for name, curves in cut.items()}
+    most = {name: _most_frozen(curves) for name, curves in cut.items()}
     keep, for_capacity, ahead_of = [*kept, *for_slope], [], {}
     for name in ranked:  # best first: a candidate kept for capacity can put the ones behind it out
         if name in keep or name not in unfinished or frozen[name] is None:
             continue
-        ahead_of[name] = _ahead_training_as_much(name, keep, values, frozen, tolerance)
+        ahead_of[name] = _ahead_training_as_much(name, keep, values, (frozen, most), tolerance)
         if ahead_of[name] is None:
             keep.append(name)
             for_capacity.append(name)
@@ -190,7 +193,7 @@ def decide(
             + (
                 ""
                 if ahead_of.get(name) is None
-                else f"; {ahead_of[name]} freezes no more layers in its last stage and is ahead"
+                else f"; {ahead_of[name]} is ahead and freezes no more layers than it in the end"
             )
         )
         for name in ranked
@@ -201,34 +204,58 @@ def decide(
 
 
 def _least_frozen(curves: Sequence[Curve]) -> int | None:
-    """A candidate's layers frozen in its last stage (the fewest among its replicates); None if unknown."""
+    """The fewest layers a candidate will have frozen from now on (over its replicates); None if unknown."""
     known = [c.final_frozen for c in curves if c.final_frozen is not None]
     return min(known) if known and len(known) == len(curves) else None
 
 
+def _most_frozen(curves: Sequence[Curve]) -> int | None:
+    """The most layers a candidate may freeze in the end (over its replicates); None if unknown."""
+    known = [c.final_frozen if c.most_frozen is None else c.most_frozen for c in curves]
+    return None if any(k is None for k in known) or not known else max(known)
+
+
 def _ahead_training_as_much(
-    name: str, kept: Sequence[str], values: Mapping[str, float], frozen: Mapping[str, int | None], tolerance: float
+    name: str,
+    kept: Sequence[str],
+    values: Mapping[str, float],
+    frozen: tuple[Mapping[str, int | None], Mapping[str, int | None]],
+    tolerance: float,
 ) -> str | None:
-    """A kept candidate ahead of `name` by `tolerance` or more that freezes no more layers than it in
-    the end: `name` may not overtake that one."""
+    """A kept candidate ahead of `name` by `tolerance` or more that, whatever it still decides, freezes
+    no more layers than `name` will: `name` may not overtake that one."""
+    least, most = frozen
     for other in kept:
-        known = frozen[other] is not None and frozen[name] is not None
-        if known and frozen[other] <= frozen[name] and values[other] - values[name] >= tolerance:
+        known = most[other] is not None and least[name] is not None
+        if known and most[other] <= least[name] and values[other] - values[name] >= tolerance:
             return other
     return None
 
 
-def final_frozen(params: Mapping[str, str], metrics: Mapping[str, float]) -> int | None:
-    """Layers a variant freezes in its last stage, from its run: a schedule's last stage
-    (`freeze_schedule`), else its latest `frozen_layers` (freeze=auto logs it per epoch, and
-    only ever freezes more), else the `frozen_layers` param; None when the run has none."""
+def frozen_range(params: Mapping[str, str], metrics: Mapping[str, float]) -> tuple[int | None, int | None]:
+    """From a variant's run: the fewest layers it will have frozen from now on, and the most it may
+    freeze in the end. A schedule's last stage (`freeze_schedule`, also what freeze=auto logs when
+    it ends); freeze=auto while training: its prefix so far (it only freezes more) up to its `max`;
+    a fixed level: its `frozen_layers`. None where the run does not say."""
     schedule = params.get(names.P_FREEZE_SCHEDULE)
     if schedule:
         try:
-            return len(json.loads(schedule)[-1][1])
+            last = len(json.loads(schedule)[-1][1])
         except (ValueError, IndexError, TypeError):
-            return None
-    for value in (metrics.get(names.M_FROZEN_LAYERS), params.get(names.P_FROZEN_LAYERS)):
+            return None, None
+        return last, last
+    now = _count(metrics.get(names.M_FROZEN_LAYERS), params.get(names.P_FROZEN_LAYERS))
+    auto = params.get(names.P_FREEZE_AUTO)
+    if auto:
+        try:
+            return now, int(json.loads(auto)["max"])
+        except (ValueError, KeyError, TypeError):
+            return now, None
+    return now, now
+
+
+def _count(*values: object) -> int | None:
+    for value in values:
         try:
             return int(float(value))
         except (TypeError, ValueError):

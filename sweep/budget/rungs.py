@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from sweep.budget.checks import Budget
-from sweep.budget.rule import Curve, Decision, allotment, decide, final_frozen
+from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range
 from sweep.files import write_atomic
 from sweep.tracking import names
 from sweep.tracking.job_status import STATUS_FILE, JobStatus, Outcome, write_status
@@ -150,7 +150,7 @@ class Rungs:
             recorded = run.data.tags.get(names.STOPPED_AT_RUNG)
             variant.stopped_at_rung = int(recorded) if recorded and recorded.isdigit() else None
             complete = run.info.status == "FINISHED" and variant.stopped_at_rung is None
-            frozen = final_frozen(run.data.params, run.data.metrics)
+            frozen = frozen_range(run.data.params, run.data.metrics)
             candidates.setdefault(variant.candidate, []).append(curve_of(client, variant.run_id, complete, frozen))
         budget = self.budget
         decision = decide(candidates, rung, allotment(budget.seconds, budget.eta, rung), budget.eta, budget.tolerance)
@@ -210,7 +210,9 @@ def goes_on(variant: Variant, rung: int) -> bool:
     return variant.status == "PAUSED"
 
 
-def curve_of(client, run_id: str, complete: bool, frozen: int | None = None) -> Curve:  # noqa: ANN001 (MlflowClient)
+def curve_of(  # noqa: ANN001 (MlflowClient)
+    client, run_id: str, complete: bool, frozen: tuple[int | None, int | None] = (None, None)
+) -> Curve:
     """A run's learning curve: mAP50-95 against cumulative epoch_time_s, one point per epoch."""
     scores = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_METRICS[1])}
     times = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME)}
