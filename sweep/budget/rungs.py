@@ -27,6 +27,7 @@ from sweep.budget.checks import Budget
 from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range
 from sweep.files import write_atomic
 from sweep.tracking import names
+from sweep.tracking.claims import training_time_s
 from sweep.tracking.job_status import STATUS_FILE, JobStatus, Outcome, write_status
 from sweep.tracking.parent_run import SweepInfo
 
@@ -199,7 +200,7 @@ def needs_job(client, variant: Variant, limit_s: float | None) -> bool:  # noqa:
         return True
     if variant.status == "FINISHED" and variant.stopped_at_rung is None:
         return False
-    return limit_s is None or curve_of(client, variant.run_id, False).spent_s < limit_s
+    return limit_s is None or training_time_s(client, variant.run_id) < limit_s
 
 
 def goes_on(variant: Variant, rung: int) -> bool:
