@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,29 @@ def test_of_racing_workers_exactly_one_claims_the_variant(tmp_path: Path) -> Non
     withdrawn = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
     assert all(r.info.status == "KILLED" for r in withdrawn)  # not RUNNING for ever (when the race had any)
     assert all(r.data.tags[names.CLOSED_REASON].startswith("claim withdrawn") for r in withdrawn)
+
+
+def test_a_claim_still_being_decided_is_not_named_the_holder(tmp_path: Path) -> None:
+    """A rival's fresh run may withdraw in the next moment (its own rival check): a worker that
+    leaves held variants alone must not name it as the holder, and takes the variant once it goes;
+    a claim that won, or a live run older than the settling time, holds the variant."""
+    client, experiment_id, _ = store(tmp_path)
+    tags = {names.ROLE: names.ROLE_VARIANT, names.CONFIG_HASH: HASH}
+    deciding = client.create_run(experiment_id, run_name="v", tags={**tags, **owners.owner_tags()})
+    withdrawing = threading.Timer(1.5, claims.withdraw, (client, deciding.info.run_id, "x", "claim withdrawn: test"))
+    withdrawing.start()
+    claim = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    withdrawing.join()
+    assert claim.outcome == "train" and claim.run.info.run_id != deciding.info.run_id
+    assert claim.run.data.tags[names.CLAIMED] == "true"  # the winner says so at once
+    held = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    assert held.outcome == "held" and held.run.info.run_id == claim.run.info.run_id
+    client.set_terminated(claim.run.info.run_id, "KILLED")
+    client.delete_run(claim.run.info.run_id)
+    old = (time.time() - claims.CLAIM_SETTLE_S - 5) * 1000
+    untagged = client.create_run(experiment_id, start_time=int(old), run_name="v", tags={**tags, **owners.owner_tags()})
+    held = claims.claim_variant(client, experiment_id, HASH, "v", tags, wait=False)
+    assert held.outcome == "held" and held.run.info.run_id == untagged.info.run_id
 
 
 @pytest.mark.slow  # over 10 s: `make test-quick` stays under 3 minutes

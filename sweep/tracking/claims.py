@@ -26,6 +26,7 @@ from sweep.tracking.stale_runs import close_stale_runs
 log = logging.getLogger("sweep")
 
 CLAIM_POLL_S = 10.0
+CLAIM_SETTLE_S = 60.0  # a live run not yet confirmed this long after its start holds the variant all the same
 
 
 @dataclass
@@ -133,16 +134,20 @@ def claim_variant(
             return Claim("finished", finished[0])
         live = [r for r in runs if is_alive(r)]
         if live:
+            holder = _holder(live)
+            if holder is None:  # only claims still being decided: one of them may withdraw
+                time.sleep(random.uniform(0.2, 1.0))
+                continue
             if not wait:
-                return Claim("held", live[0])
+                return Claim("held", holder)
             log.info(
                 "Waiting for %s: run %s (%s) is training it; checking every %.0f s",
                 run_name,
-                live[0].info.run_id,
-                live[0].data.tags.get(names.OWNER, "?"),
+                holder.info.run_id,
+                holder.data.tags.get(names.OWNER, "?"),
                 poll_s,
             )
-            _wait_until_not_alive(client, live[0].info.run_id, poll_s)
+            _wait_until_not_alive(client, holder.info.run_id, poll_s)
             continue
         mine = client.create_run(experiment_id, run_name=run_name, tags={**tags, **owner_tags()})
         rivals = [r for r in _variant_runs(client, experiment_id, config_hash) if r.info.run_id != mine.info.run_id]
@@ -154,6 +159,16 @@ def claim_variant(
             continue
         unfinished = [r for r in runs if r.info.run_id not in done]
         return _train_or_resume(client, mine, unfinished, rerun, tags)
+
+
+def _holder(live: list[Run], now_ms: float | None = None) -> Run | None:
+    """The live run that holds the variant: one whose claim won (`sweep.claimed`). A run still
+    deciding its claim may withdraw in the next moment, so it is named holder only if it has been
+    live for CLAIM_SETTLE_S (a run of a version without the tag); before that, None: look again."""
+    now_ms = now_ms if now_ms is not None else time.time() * 1000
+    confirmed = [r for r in live if names.CLAIMED in r.data.tags]
+    settled = [r for r in live if now_ms - r.info.start_time > CLAIM_SETTLE_S * 1000]
+    return (confirmed or settled or [None])[0]
 
 
 def _wait_until_not_alive(client: MlflowClient, run_id: str, poll_s: float) -> None:
@@ -171,7 +186,7 @@ def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rer
         if point is None:
             continue
         client.update_run(run.info.run_id, status="RUNNING")
-        for key, value in {**tags, **owner_tags()}.items():
+        for key, value in {**tags, **owner_tags(), names.CLAIMED: "true"}.items():
             if key != names.OUTPUT_DIR:
                 client.set_tag(run.info.run_id, key, value)
         reason = ended(run)
@@ -185,7 +200,8 @@ def _train_or_resume(client: MlflowClient, mine: Run, unfinished: list[Run], rer
         withdraw(client, mine.info.run_id, run.info.run_id, f"replaced by the resumed run {run.info.run_id}")
         others = [r for r in unfinished if r.info.run_id != run.info.run_id]
         return Claim("train", client.get_run(run.info.run_id), point[1], others)
-    return Claim("train", mine, 0, unfinished)
+    client.set_tag(mine.info.run_id, names.CLAIMED, "true")
+    return Claim("train", client.get_run(mine.info.run_id), 0, unfinished)
 
 
 def ended(run: Run) -> str:

@@ -15,6 +15,7 @@ ROLE_VARIANT = "variant"
 # Tags on every run: who runs it, and proof of life (see sweep/tracking/owners.py).
 OWNER = "sweep.owner"  # host:pid:process start time
 HEARTBEAT = "sweep.heartbeat"  # unix seconds, refreshed while the owner lives
+CLAIMED = "sweep.claimed"  # set once a run's claim has won (no live rival): it holds the variant
 CLOSED_REASON = "sweep.closed_reason"  # why a run ended KILLED: a signal, or its owner was gone
 RESUMED_AFTER = "sweep.resumed_after"  # on a resumed run: why its previous attempt ended
 
