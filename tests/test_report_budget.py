@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.entities import Metric
 
+from sweep.report.budget import remaining_epoch_s
 from sweep.report.plots import epoch_curves
 from sweep.report.runs import EPOCH_SERIES, MAP50_95, load_histories, load_runs
 from sweep.report.write import make_report
@@ -76,3 +79,18 @@ def test_runs_resumed_rung_after_rung_are_parallel_only_where_their_epochs_overl
         report = make_report(client, find_sweeps(client, name), tmp_path / name, log_artifacts=False)
         parallel = "trained at the same time on one device" in report.markdown
         assert parallel == bool(late), (name, report.markdown)
+
+
+def test_a_stopped_variants_remaining_epochs_cost_what_its_current_freezing_stage_costs() -> None:
+    """The full grid's cost counts a stopped variant's remaining epochs at its current stage's epoch
+    time: a schedule's cheap frozen epochs, or freeze=auto's dearer ones before it froze, and a slow
+    first epoch do not stand for what follows."""
+    times = pd.Series({1: 1.0, 2: 1.0, 3: 2.0, 4: 2.2, 5: 2.4})
+    switched_at_3 = json.dumps([[1, list(range(22))], [3, []]])
+    assert remaining_epoch_s(times, switched_at_3, None) == pytest.approx(2.2)  # epochs 3-5, not 1.72 (all)
+    not_yet = json.dumps([[1, list(range(22))], [9, []]])
+    assert remaining_epoch_s(times, not_yet, None) == pytest.approx(2.0)  # the stage it is in: all 5 epochs
+    auto_times = pd.Series({1: 3.0, 2: 3.1, 3: 2.0, 4: 2.1})
+    frozen = pd.Series({0: 0, 1: 0, 2: 0, 3: 5, 4: 5})  # step 0: the start; froze 5 layers from epoch 3
+    assert remaining_epoch_s(auto_times, float("nan"), frozen) == pytest.approx(2.05)
+    assert remaining_epoch_s(pd.Series({1: 5.0, 2: 1.0, 3: 1.2}), None, None) == pytest.approx(1.2)  # the median
