@@ -13,6 +13,7 @@ from sweep.demo.data import TASKS, DemoDataSpec, ensure_dataset
 
 SOURCE = DemoDataSpec("source", n_train=48, n_val=8, imgsz=64, seed=0)
 TARGET = DemoDataSpec("target", n_train=24, n_val=8, imgsz=64, seed=0)
+NEAR = DemoDataSpec("near", n_train=24, n_val=8, imgsz=64, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_seed_changes_the_images(tmp_path: Path) -> None:
     assert files(ensure_dataset(TARGET, tmp_path).parent) != files(ensure_dataset(reseeded, tmp_path).parent)
 
 
-@pytest.mark.parametrize("spec", [SOURCE, TARGET], ids=lambda s: s.task)
+@pytest.mark.parametrize("spec", [SOURCE, TARGET, NEAR], ids=lambda s: s.task)
 def test_ultralytics_accepts_every_image_and_label(spec: DemoDataSpec, cache: Path) -> None:
     from ultralytics.data.utils import check_det_dataset, img2label_paths, verify_image_label
 
@@ -64,6 +65,16 @@ def test_target_classes_are_new_shapes_of_a_broader_source() -> None:
     """As fine-tuning on VOC after COCO: the head must learn the target's classes, the features carry over."""
     assert len(TASKS["source"]) > 3 * len(TASKS["target"])
     assert not set(TASKS["source"]) & set(TASKS["target"])
+
+
+def test_near_is_the_sources_kind_of_image_with_three_of_its_classes(cache: Path) -> None:
+    """As VOC's classes are among COCO's: the head is new, everything the backbone knows carries over."""
+    assert set(TASKS["near"]) < set(TASKS["source"]) and len(TASKS["near"]) == 3
+    near = ensure_dataset(NEAR, cache).parent
+    assert set(labels(near / "data.yaml")[:, 0].astype(int)) == set(range(3))
+    brightness = np.array([np.median(cv2.imread(str(p))) for p in sorted(near.glob("images/*/*.png"))])
+    assert brightness.min() < 80 and brightness.max() > 150  # the source's dark and light backgrounds
+    assert NEAR.key() != TARGET.key() and files(near) != files(ensure_dataset(TARGET, cache).parent)
 
 
 def test_source_draws_every_class_and_target_only_its_own(cache: Path) -> None:

@@ -43,6 +43,7 @@ def test_a_valid_variant_resolves_its_freeze_and_counts(cache_root: Path) -> Non
         (["model.weights=/nowhere/best.pt"], "model.weights=/nowhere/best.pt: no such file"),
         (["model.weights=yolov8s.pt"], "checkpoint yolov8s.pt is not on disk and there is no internet"),
         (["data.yaml=/nowhere/data.yaml"], "data.yaml=/nowhere/data.yaml (/nowhere/data.yaml)"),
+        (["data.task=far"], "data.task='far' is not a demo task; use one of: source, target, near"),
         # values ultralytics would change without a word: refused, naming what it would use
         (["train.imgsz=7"], "train.imgsz=7: ultralytics would train at 32 (a multiple of the model's stride 32)"),
         (["train.imgsz=100"], "train.imgsz=100: ultralytics would train at 128"),

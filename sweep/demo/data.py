@@ -6,6 +6,9 @@ and light; noise, gradients, stripes, checks, blotches). The demo base model is 
 ring from its curves and outlines, a diamond from its corners and fills) on light gradients, one
 of the source's backgrounds. The base's low-level features carry over but its classes do not, so
 the sweep has something to fine-tune and freezing the backbone costs little, as in the tutorial.
+"near" is the source's own kind of image with three of its classes, as VOC's classes are among
+COCO's: everything the backbone learned carries over and only the new head has to learn (the
+setting where freezing, fixed or adaptive, should cost no accuracy).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ GENERATOR_VERSION = 3
 TASKS = {
     "source": ("circle", "square", "frame", "triangle", "hexagon", "star", "saltire", "tee", "bar", "arc"),
     "target": ("cross", "ring", "diamond"),
+    "near": ("circle", "star", "triangle"),
 }
+DRAWN_AS_SOURCE = ("source", "near")  # any background, light or dark, the source's sizes and turns
 SOURCE_BACKGROUNDS = ("noise", "gradient", "stripes", "checks", "blotches")
 MIN_CONTRAST = 60  # mean grey-level gap between an object and the background under it
 
@@ -74,7 +79,7 @@ def ensure_dataset(spec: DemoDataSpec, cache_dir: Path) -> Path:
 def draw_image(rng: np.random.Generator, task: str, size: int) -> tuple[np.ndarray, list[tuple]]:
     """One image with 1-4 non-overlapping objects, and its YOLO labels (class, cx, cy, w, h)."""
     image = _background(rng, task, size)
-    lo, hi = (size // 10, size * 2 // 5) if task == "source" else (size // 8, size // 3)
+    lo, hi = (size // 10, size * 2 // 5) if task in DRAWN_AS_SOURCE else (size // 8, size // 3)
     labels: list[tuple] = []
     boxes: list[tuple[int, int, int, int]] = []
     for _ in range(int(rng.integers(1, 5))):
@@ -101,8 +106,9 @@ def _disjoint(a: tuple, b: tuple) -> bool:
 
 
 def _background(rng: np.random.Generator, task: str, size: int) -> np.ndarray:
-    """Source: any of five families, dark or light. Target: light gradients, one of the source's."""
-    kind = SOURCE_BACKGROUNDS[int(rng.integers(len(SOURCE_BACKGROUNDS)))] if task == "source" else "gradient"
+    """Source (and near): any of five families, dark or light. Target: light gradients, one of the source's."""
+    broad = task in DRAWN_AS_SOURCE
+    kind = SOURCE_BACKGROUNDS[int(rng.integers(len(SOURCE_BACKGROUNDS)))] if broad else "gradient"
     light = task == "target" or rng.random() < 0.5
     low, high = (120, 230) if light else (0, 110)
     a, b = rng.integers(low, high, 3), rng.integers(low, high, 3)
@@ -110,7 +116,7 @@ def _background(rng: np.random.Generator, task: str, size: int) -> np.ndarray:
     if kind == "noise":
         mix = np.zeros((size, size))
     elif kind == "gradient":
-        angle = rng.uniform(0, np.pi) if task == "source" else 0.0
+        angle = rng.uniform(0, np.pi) if broad else 0.0
         mix = (np.cos(angle) * yy + np.sin(angle) * xx) / (abs(np.cos(angle)) + abs(np.sin(angle)))
         mix -= mix.min()
     elif kind == "stripes":

@@ -12,7 +12,8 @@ from typing import ClassVar
 from sweep.checkpoints import load_arch_yaml
 from sweep.datasets import DataInfo, load_data_yaml
 from sweep.demo.base import base_checkpoint, ensure_base
-from sweep.demo.data import DemoDataSpec, ensure_dataset
+from sweep.demo.data import TASKS, DemoDataSpec, ensure_dataset
+from sweep.errors import ConfigError
 
 DEMO = "demo"
 
@@ -48,11 +49,14 @@ class DemoBase:
 
 
 class DemoData:
-    """The generated target task (`data.n_train`, `n_val`, `imgsz`, `seed`), named by its option."""
+    """A generated task (`data.task`: target, near or source; `n_train`, `n_val`, `imgsz`, `seed`), named by its option."""
 
     name: ClassVar[str] = DEMO
 
     @staticmethod
     def info(data: Mapping, cache_dir: Path) -> DataInfo:
-        spec = DemoDataSpec("target", data["n_train"], data["n_val"], data["imgsz"], data["seed"])
+        task = data.get("task", "target")
+        if task not in TASKS:
+            raise ConfigError(f"data.task={task!r} is not a demo task; use one of: {', '.join(TASKS)}")
+        spec = DemoDataSpec(task, data["n_train"], data["n_val"], data["imgsz"], data["seed"])
         return load_data_yaml(data["name"], ensure_dataset(spec, Path(cache_dir)), label=f"data={data['name']}")
