@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import write_result  # noqa: E402
-from sweep.budget.rule import Curve, allotment, decide, frozen_range  # noqa: E402
+from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence  # noqa: E402
 from sweep.tracking import names  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -156,8 +156,12 @@ def budget_rule(grid: dict[str, list[dict]], eta: int, budget_s: float, toleranc
             break
         cut = {c: [x.cut(allotment(budget_s, eta, rung)) for x in curves[c]] for c in alive}
         spent.update({c: sum(x.spent_s for x in cut[c]) for c in alive})
-        decision = decide(cut, rung, allotment(budget_s, eta, rung), eta, tolerance)
         done = {c for c in alive if all(x.complete for x in cut[c])}
+        previous_s = allotment(budget_s, eta, rung - 1)
+        if rung > 1 and not new_evidence({c: curves[c] for c in alive}, previous_s, allotment(budget_s, eta, rung)):
+            rung += 1  # nothing trained since the rung before: the sweeper keeps all and decides nothing
+            continue
+        decision = decide(cut, rung, allotment(budget_s, eta, rung), eta, tolerance)
         finals |= done  # trained to the end: the report's verdict weighs it, kept or not
         alive = set(decision.kept) - done
         rung += 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sweep.budget.rule import Curve, allotment, decide, frozen_range
+from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence
 
 
 def curve(
@@ -153,3 +153,17 @@ def test_auto_ahead_puts_out_only_what_trains_less_than_it_may_end_up_training()
     decision = decide(candidates, 1, 4.0, eta=3, tolerance=0.0)
     assert decision.kept == ("auto", "10") and decision.kept_for_capacity == ("10",)
     assert "auto is ahead and freezes no more layers" in decision.stopped["22"]
+
+
+def test_a_rung_in_which_nothing_trained_on_decides_nothing() -> None:
+    """A budget below an epoch's time: rungs pass with every variant still at its first epoch. Cutting
+    there again would be equal-epoch halving on one epoch; only a rung with a new epoch end decides."""
+    slow = Curve.from_epochs([1.0, 1.0, 1.0], [0.2, 0.3, 0.4])
+    fast = Curve.from_epochs([0.5, 0.5, 0.5], [0.3, 0.35, 0.36])
+    field = {"slow": [slow], "fast": [fast]}
+    assert new_evidence(field, 0.01, 0.02) is False  # both at their first epoch since rung 1
+    assert new_evidence(field, 0.32, 0.64) is True  # fast's second epoch ended at 1.0 s: first to reach 0.64
+    assert new_evidence({"slow": [slow]}, 0.32, 0.64) is False
+    done = Curve.from_epochs([1.0], [0.2], complete=True)
+    assert new_evidence({"a": [done], "b": [done]}, 0.01, 0.02) is True  # final values: decide on them
+    assert new_evidence({"a": [done], "slow": [slow]}, 0.01, 0.02) is False  # slow has more to show

@@ -23,7 +23,8 @@ is wrong for freezing in two ways:
    levels that lose at their own game: correct verdicts first, saving second.
 
 The rule at rung k, whose allotment is A seconds of training (each variant trained until its
-cumulative `epoch_time_s` first reached A, then paused):
+cumulative `epoch_time_s` first reached A, then paused), when some variant trained on since rung
+k-1 (`new_evidence`; a rung with nothing new keeps every variant and decides nothing):
 
 - a variant's curve is its best mAP50-95 so far against its cumulative training seconds, linear
   between epoch ends and from (0, 0), cut at the first epoch that reached A (a re-run, whose
@@ -153,6 +154,15 @@ class Decision:
 def allotment(budget_s: float, eta: float, rung: int) -> float:
     """Training seconds a variant has had by the end of rung `rung` (1-based): budget·eta^(k-1)."""
     return budget_s * eta ** (rung - 1)
+
+
+def new_evidence(candidates: Mapping[str, Sequence[Curve]], previous_s: float, allotment_s: float) -> bool:
+    """Whether a rung shows anything the rung before it did not: an epoch that ended between the two
+    allotments, or (every curve complete) final values. With a budget below an epoch's time, rungs
+    pass in which no variant trained on; deciding again there would cut the field once per rung on
+    the same first epochs, which is equal-epoch halving, the rule this module exists to avoid."""
+    now = [(curve.cut(allotment_s), curve.cut(previous_s)) for curves in candidates.values() for curve in curves]
+    return all(cut.complete for cut, _ in now) or any(len(cut.costs) > len(before.costs) for cut, before in now)
 
 
 def decide(

@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from sweep.budget.checks import Budget
-from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range
+from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range, new_evidence
 from sweep.files import write_atomic
 from sweep.tracking import names
 from sweep.tracking.claims import training_time_s
@@ -99,10 +99,12 @@ class Rungs:
                 self.write(sweep_dir)
                 break
             decision = self.judge(client, alive, rung)
-            self.decisions.append(decision.as_record())
+            stopped = decision.stopped if decision else {}
+            if decision:
+                self.decisions.append(decision.as_record())
             for variant in alive:
-                if variant.candidate in decision.stopped or variant.stopped_at_rung == rung:
-                    self.stop(client, sweep_dir, variant, rung, decision.stopped.get(variant.candidate, ""))
+                if variant.candidate in stopped or variant.stopped_at_rung == rung:
+                    self.stop(client, sweep_dir, variant, rung, stopped.get(variant.candidate, ""))
             alive = [v for v in alive if goes_on(v, rung)]
             self.write(sweep_dir)
             rung += 1
@@ -141,10 +143,11 @@ class Rungs:
         variant.status, variant.name = status.outcome.value, status.name
         variant.run_id = status.run_id or variant.run_id
 
-    def judge(self, client, alive: list[Variant], rung: int) -> Decision:  # noqa: ANN001 (MlflowClient)
+    def judge(self, client, alive: list[Variant], rung: int) -> Decision | None:  # noqa: ANN001 (MlflowClient)
         """The rule over the candidates' curves; a stop already recorded on a run (a re-run of a
         sweep, whose job reused it: sweep/tracking/claims.py `is_done`) stands, so a re-run never
-        trains a stopped variant again. A job that continued it (a larger budget) cleared it."""
+        trains a stopped variant again. A job that continued it (a larger budget) cleared it.
+        None: nothing trained since the rung before (`new_evidence`), so nothing to decide."""
         candidates: dict[str, list[Curve]] = {}
         for variant in alive:
             run = client.get_run(variant.run_id)
@@ -154,7 +157,16 @@ class Rungs:
             frozen = frozen_range(run.data.params, run.data.metrics)
             candidates.setdefault(variant.candidate, []).append(curve_of(client, variant.run_id, complete, frozen))
         budget = self.budget
-        decision = decide(candidates, rung, allotment(budget.seconds, budget.eta, rung), budget.eta, budget.tolerance)
+        now_s = allotment(budget.seconds, budget.eta, rung)
+        if rung > 1 and not new_evidence(candidates, allotment(budget.seconds, budget.eta, rung - 1), now_s):
+            log.info(
+                "Budget rung %d: no variant trained on since rung %d (an epoch outlasts %.2f s): all kept",
+                rung,
+                rung - 1,
+                now_s,
+            )
+            return None
+        decision = decide(candidates, rung, now_s, budget.eta, budget.tolerance)
         for name in decision.kept:
             log.info("Budget rung %d: kept %s (mAP50-95 %.3f)", rung, name, decision.values[name])
         return decision
