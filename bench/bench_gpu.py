@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import write_result  # noqa: E402
@@ -115,14 +117,31 @@ def run_timed(command: list[str], env: dict, log: Path, timeout_s: float) -> Out
     return Outcome(time.perf_counter() - started, code)
 
 
-def stop_group(process: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+def stop_group(process: subprocess.Popen, term_grace_s: float = 15.0) -> None:
+    """SIGTERM to the whole group, then SIGKILL to whatever of it is left after the grace. The
+    leader's exit alone does not mean the group went: a child that ignores SIGTERM, or has not yet
+    died of it, outlives a leader that did (CI caught a `sleep` child still running)."""
+    for sig, grace in ((signal.SIGTERM, term_grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(process.pid, sig)
-            process.wait(timeout=grace)
+        except ProcessLookupError:
             return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not group_alive(process.pid):
+                return
+            time.sleep(0.05)
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of the group still runs (a zombie, dead but not yet reaped, does not)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
             continue
+    return False
 
 
 class Dmon:
