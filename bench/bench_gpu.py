@@ -37,11 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import write_result  # noqa: E402
+from sweep.signals import stop_process_group  # noqa: E402
 from sweep.tracking import names  # noqa: E402  (before mlflow: it then imports without polars, see lean_mlflow)
 
 PEAKS_ENV = "BENCH_GPU_PEAKS"  # where the plain run's launcher writes torch's peak counters
@@ -113,35 +112,8 @@ def run_timed(command: list[str], env: dict, log: Path, timeout_s: float) -> Out
             pass
         finally:  # also when this process is stopped itself
             if process.poll() is None:
-                stop_group(process)
+                stop_process_group(process)
     return Outcome(time.perf_counter() - started, code)
-
-
-def stop_group(process: subprocess.Popen, term_grace_s: float = 15.0) -> None:
-    """SIGTERM to the whole group, then SIGKILL to whatever of it is left after the grace. The
-    leader's exit alone does not mean the group went: a child that ignores SIGTERM, or has not yet
-    died of it, outlives a leader that did (CI caught a `sleep` child still running)."""
-    for sig, grace in ((signal.SIGTERM, term_grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if process.poll() is not None and not group_alive(process.pid):
-                return
-            time.sleep(0.05)
-
-
-def group_alive(group: int) -> bool:
-    """Whether a process of the group still runs (a zombie, dead but not yet reaped, does not)."""
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, PermissionError):
-            continue
-    return False
 
 
 class Dmon:

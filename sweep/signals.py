@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -96,3 +98,30 @@ def _on_signal(signum: int, _frame: object) -> None:
 def exit_code(error: KeyboardInterrupt) -> int:
     """128 + the signal number, as a shell reports a process ended by that signal."""
     return 128 + getattr(error, "signum", signal.SIGINT)
+
+
+def stop_process_group(process: subprocess.Popen, term_grace_s: float = 15.0) -> None:
+    """SIGTERM to the whole group, then SIGKILL to whatever of it is left after the grace. The
+    leader's exit alone does not mean the group went: a child that ignores SIGTERM, or has not yet
+    died of it, outlives a leader that did (a server's workers, a benchmark's joblib workers)."""
+    for sig, grace in ((signal.SIGTERM, term_grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not group_alive(process.pid):
+                return
+            time.sleep(0.05)
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of the group still runs (a zombie, dead but not yet reaped, does not)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False

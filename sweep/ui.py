@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from sweep.errors import USAGE_ERROR, ConfigError
+from sweep.signals import stop_process_group
 
 PROG = "freeze-sweep-ui"
 DEFAULT_PORT = 5050  # 5000 is the tracking server of `make services`
@@ -272,13 +273,8 @@ def wait_until_up(base_url: str, server: subprocess.Popen, timeout_s: float) -> 
 
 
 def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    """The server and its workers: a worker left behind would hold the port."""
+    stop_process_group(server, term_grace_s=10.0)
 
 
 if __name__ == "__main__":

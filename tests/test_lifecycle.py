@@ -13,12 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from sweep.checkpoints import output_dir_for, record_config_hash
-from sweep.signals import Interrupted, exit_code
+from sweep.signals import Interrupted, exit_code, stop_process_group
 from sweep.tracking import claims, names, owners
 from sweep.tracking.credentials import install_log_redaction, redact, scrub_argv, scrub_environment, without_credentials
 from sweep.tracking.stale_runs import close_stale_runs
@@ -305,3 +306,16 @@ def test_a_stopped_variant_is_reused_up_to_its_training_time_and_continued_beyon
     assert claim.outcome == "train" and claim.run.info.run_id != run_id and not claim.resuming
     claims.supersede(client, claim.leftovers, claim.run.info.run_id)
     assert client.get_run(run_id).data.tags[names.SUPERSEDED_BY] == claim.run.info.run_id
+
+
+def test_a_child_that_ignores_sigterm_goes_too_once_its_leader_has_gone(tmp_path: Path) -> None:
+    """The leader dies of SIGTERM, its child ignores it: the group is not gone until SIGKILL."""
+    pid_file = tmp_path / "child"
+    command = ["sh", "-c", f"(trap '' TERM; exec sleep 60) & echo $! > {pid_file}; wait"]
+    process = subprocess.Popen(command, start_new_session=True)
+    while not pid_file.is_file() or not pid_file.read_text().strip():
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    stop_process_group(process, term_grace_s=1.0)
+    assert process.poll() is not None
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
