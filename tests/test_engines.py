@@ -57,13 +57,17 @@ def test_a_preempted_variant_is_killed_resumable_and_resumed_by_its_requeued_job
         and last.is_file()
         and last.stat().st_size == size
     ):
-        assert time.monotonic() < deadline and process.poll() is None, "the job never finished an epoch"
+        if process.poll() is not None:  # the sweep ended before its job trained an epoch: say why
+            pytest.fail(f"the sweep exited {process.returncode} before an epoch:\n{process.stdout.read()[-3000:]}")
+        assert time.monotonic() < deadline, "the job never finished an epoch"
         size = last.stat().st_size if last.is_file() else -1
         time.sleep(0.5)
     epochs_done = len(results.read_text().splitlines()) - 1
     assert epochs_done < EPOCHS, f"training ended ({epochs_done} epochs) before the requeue: make its epochs slower"
-    job_ids = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout.split()
-    assert job_ids
+    queue = subprocess.run(["squeue", "--noheader", "--format=%i %o"], capture_output=True, text=True).stdout
+    # This sweep's own jobs only (their batch scripts lie in its folder): never another test's or user's.
+    job_ids = [line.split()[0] for line in queue.splitlines() if str(sweep_dir) in line]
+    assert job_ids, queue
     for job_id in job_ids:  # what preemption does: SIGTERM now, the job back in the queue
         subprocess.run(["scontrol", "requeue", job_id], check=True)
     output = process.communicate(timeout=900)[0]
