@@ -10,6 +10,7 @@ Two kinds of store:
 from __future__ import annotations
 
 import base64
+import json
 import re
 import statistics
 from pathlib import Path
@@ -168,11 +169,14 @@ def add_variant(
     lr0: str = "0.01",
     span: tuple[int, int] | None = None,
     epoch_ends: list[int] | None = None,
+    epoch_times: list[float] | None = None,
+    extra_params: dict[str, str] | None = None,
 ) -> str:
     """One variant run with the tags, params and metrics a real one has (fewer train args).
 
     `span`: start and end time (ms) to give it, e.g. to make two runs overlap; `epoch_ends`: when
-    (ms) each epoch's figures were logged (else at 0)."""
+    (ms) each epoch's figures were logged (else at 0); `epoch_times`: each epoch's `epoch_time_s`
+    (else train_time / epochs); `extra_params`: more params, or others in place of the defaults."""
     device = "0" if gpu else "cpu"
     tags = {names.PARENT_RUN_ID: parent, names.ROLE: names.ROLE_VARIANT, names.DEVICE: device}
     start = span[0] if span else None
@@ -191,12 +195,13 @@ def add_variant(
         "train.device": device,
         "train.imgsz": "64",
         "train.lr0": lr0,
+        **(extra_params or {}),
     }
     done = epochs if status == "FINISHED" else epochs - 1
     metrics = []
     for epoch in range(1, done + 1):
         values = {MAP50: best * epoch / epochs + 0.2, MAP50_95: best * epoch / epochs}
-        values[names.EPOCH_TIME] = train_time / epochs
+        values[names.EPOCH_TIME] = epoch_times[epoch - 1] if epoch_times else train_time / epochs
         values.update({names.CPU_SHARE: 95.0, names.LOAD_PER_CORE: 1.0})  # an idle machine's (machine_load)
         metrics += [Metric(k, v, epoch_ends[epoch - 1] if epoch_ends else 0, epoch) for k, v in values.items()]
     series = (names.GPU_MEMORY, names.GPU_UTIL) if gpu else (names.CPU_RSS, names.CPU_UTIL)
@@ -262,6 +267,39 @@ def test_without_an_unfrozen_variant_speedup_and_deltas_are_na(store: str, tmp_p
     assert report.table["speedup"].isna().all()
     assert "speedup" not in table_rows(report.markdown)[0]  # n/a in every row: left out
     assert "n/a for rows without one" in report.markdown
+
+
+def test_each_stage_of_a_schedule_shows_its_time_per_epoch_and_auto_rules_are_told_apart(
+    store: str, tmp_path: Path
+) -> None:
+    """freeze=auto's replicates choose their own schedules: the row shows each one's stages, in the
+    order its label lists them; two auto rules differ by the knob named in `config`."""
+    client, exp, parent = new_sweep(store, "stages", "s1")
+    add_variant(client, exp, parent, 0, epochs=6, epoch_times=[2.0] * 6)
+
+    def auto(seed: int, threshold: float, chosen: str, schedule: list, times: list[float]) -> None:
+        rule = {"start": 0, "max": 10, "threshold": threshold, "patience": 2}
+        params = {names.P_FREEZE: "auto", names.P_FREEZE_AUTO: json.dumps(rule)}
+        params |= {names.P_FREEZE_AUTO_CHOSEN: chosen, names.P_FREEZE_SCHEDULE: json.dumps(schedule)}
+        add_variant(client, exp, parent, 0, seed=seed, epochs=6, epoch_times=times, extra_params=params)
+
+    three = [[1, []], [3, [0]], [5, [0, 1, 2]]]
+    auto(0, 0.5, "none -> 1 @3 -> 3 @5", three, [2.0, 2.4, 1.8, 1.6, 1.0, 1.2])
+    auto(1, 0.5, "none", [[1, []]], [2.0, 2.0, 2.0, 2.0, 2.0, 2.1])
+    auto(2, 0.5, "none -> 1 @3 -> 3 @5", three, [2.0, 2.0, 1.7, 1.7, 1.3, 1.3])
+    auto(0, 0.7, "none -> 3 @4", [[1, []], [4, [0, 1, 2]]], [2.0, 2.0, 2.0, 0.9, 0.9, 0.9])
+
+    report = make_report(client, find_sweeps(client, "stages"), tmp_path, log_artifacts=False)
+    rows = {row["freeze"]: row for row in table_rows(report.markdown)}
+    mixed = rows["auto: none -> 1 @3 -> 3 @5, auto: none"]
+    assert mixed["time/epoch per stage"] == "2.1 s → 1.7 s → 1.2 s; 2.0 s"  # seeds 0 and 2 averaged per stage
+    assert mixed["config"] == "freeze_auto.threshold=0.5"
+    other = rows["auto: none -> 3 @4"]
+    assert other["time/epoch per stage"] == "2.0 s → 0.9 s" and other["config"] == "freeze_auto.threshold=0.7"
+    assert rows["0"]["time/epoch per stage"] == "n/a" and rows["0"]["config"] == ""  # fixed: one stage, no rule
+    table = report.table.set_index("freeze")
+    assert table.at["auto: none -> 3 @4", "epoch_time_frozen_s"] == pytest.approx(2.0)  # first stage, in the CSV
+    assert table.at["auto: none -> 3 @4", "epoch_time_unfrozen_s"] == pytest.approx(0.9)  # last stage
 
 
 def test_each_model_and_setting_has_its_own_block_and_baseline(store: str, tmp_path: Path) -> None:
