@@ -297,6 +297,7 @@ def test_each_stage_of_a_schedule_shows_its_time_per_epoch_and_auto_rules_are_to
     other = rows["auto: none -> 3 @4"]
     assert other["time/epoch per stage"] == "2.0 s → 0.9 s" and other["config"] == "freeze_auto.threshold=0.7"
     assert rows["0"]["time/epoch per stage"] == "n/a" and rows["0"]["config"] == ""  # fixed: one stage, no rule
+    assert "<td>2.1 s → 1.7 s → 1.2 s<br>2.0 s</td>" in (tmp_path / "report.html").read_text()  # a line each
     table = report.table.set_index("freeze")
     assert table.at["auto: none -> 3 @4", "epoch_time_frozen_s"] == pytest.approx(2.0)  # first stage, in the CSV
     assert table.at["auto: none -> 3 @4", "epoch_time_unfrozen_s"] == pytest.approx(0.9)  # last stage

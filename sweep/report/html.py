@@ -32,6 +32,7 @@ p, li { overflow-wrap: anywhere; }
 ul.meta { color: #555; font-size: 12px; overflow-wrap: anywhere; }
 """
 TEXT_COLUMNS = {"model", "freeze", "status", "config", "note"}
+LINES_COLUMNS = {"time/epoch per stage"}  # one line per schedule (`; ` in Markdown and the CSV)
 
 
 def render_page(
@@ -70,8 +71,13 @@ def _table(shown: pd.DataFrame, marks: dict[int, str]) -> str:
     rows = []
     for position, record in zip(shown.index, shown.to_dict("records"), strict=True):
         cells = "".join(
-            f"<td class='text'>{_e(v)}</td>" if c in TEXT_COLUMNS else f"<td>{_e(v)}</td>" for c, v in record.items()
+            f"<td class='text'>{_e(v)}</td>" if c in TEXT_COLUMNS else f"<td>{_cell(c, v)}</td>"
+            for c, v in record.items()
         )
         classes = " ".join(c for c in (record.get("status", ""), marks.get(position, "")) if c)
         rows.append(f"<tr class='{_e(classes)}'>{cells}</tr>")
     return f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def _cell(column: str, value: object) -> str:
+    return _e(value).replace("; ", "<br>") if column in LINES_COLUMNS else _e(value)
