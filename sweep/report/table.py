@@ -167,8 +167,7 @@ def _aggregate(group: pd.DataFrame, varying: list[str], base_key: list[str]) -> 
         "sweeps": ",".join(dict.fromkeys(group["sweep"])),
         "run_ids": ",".join(group["run_id"]),
         **{column: first[column] for column in base_key},
-        "_auto": bool(_param(group, names.P_FREEZE_AUTO).iloc[0]),
-        "_auto_rule": _param(group, names.P_FREEZE_AUTO).iloc[0],
+        "_auto_rule": _param(group, names.P_FREEZE_AUTO).iloc[0],  # "" unless freeze=auto
     }
     for name, column in VALUES.items():
         values = pd.to_numeric(group[column], errors="coerce")
@@ -181,12 +180,12 @@ def _aggregate(group: pd.DataFrame, varying: list[str], base_key: list[str]) -> 
 def _tell_auto_rules_apart(rows: list[dict]) -> None:
     """`freeze=auto` rows of different rules (`freeze_auto.threshold=0.5,0.7`) name the knobs in
     which they differ in their `config`, as other swept settings are named; their label follows."""
-    rules = {row["_auto_rule"]: json.loads(row["_auto_rule"]) for row in rows if row["_auto"]}
+    rules = {row["_auto_rule"]: json.loads(row["_auto_rule"]) for row in rows if row["_auto_rule"]}
     differing = sorted(
         {key for rule in rules.values() for key in rule if len({str(r.get(key)) for r in rules.values()}) > 1}
     )
     for row in rows if differing else []:
-        if row["_auto"]:
+        if row["_auto_rule"]:
             knobs = " ".join(f"freeze_auto.{key}={rules[row['_auto_rule']].get(key)}" for key in differing)
             row["config"] = f"{row['config']} {knobs}".strip()
             row["label"] = _label(row)
@@ -213,7 +212,7 @@ def _mean_stage_times(group: pd.DataFrame) -> list[list[float]]:
         if times:
             by_schedule.setdefault(schedule, []).append(times)
     return [
-        [statistics.fmean(stage) for stage in zip(*runs, strict=False)]
+        [statistics.fmean(stage) for stage in zip(*runs, strict=True)]
         for runs in by_schedule.values()
         if len({len(times) for times in runs}) == 1
     ]
@@ -226,7 +225,7 @@ def _per_stage(schedules: list[list[float]]) -> str:
 
 def _against_unfrozen(table: pd.DataFrame, base_key: list[str]) -> pd.DataFrame:
     """Each row against the unfrozen run of its configuration (a left merge keeps the table's order)."""
-    unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0) & ~table["_auto"]]
+    unfrozen = table[(table["status"] == FINISHED) & (table["frozen_layers"] == 0) & (table["_auto_rule"] == "")]
     base = table[base_key].merge(unfrozen.drop_duplicates(base_key), on=base_key, how="left")
     table["speedup"] = base["train_time_s"] / table["train_time_s"]
     for name in DELTAS:
