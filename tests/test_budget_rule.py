@@ -6,13 +6,18 @@ import math
 
 import pytest
 
-from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence
+from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence, switches
 
 
 def curve(
-    epoch_s: float, scores: list[float], complete: bool = False, frozen: int | None = None, most: int | None = None
+    epoch_s: float,
+    scores: list[float],
+    complete: bool = False,
+    frozen: int | None = None,
+    most: int | None = None,
+    switches: bool = False,
 ) -> Curve:
-    return Curve.from_epochs([epoch_s] * len(scores), scores, complete, (frozen, most))
+    return Curve.from_epochs([epoch_s] * len(scores), scores, complete, (frozen, most), switches)
 
 
 def test_allotment_grows_by_eta_per_rung() -> None:
@@ -107,23 +112,61 @@ def test_record_is_json_ready() -> None:
 def test_a_variant_that_trains_more_is_kept_until_one_that_trains_as_much_is_ahead() -> None:
     # The demo at 16 epochs: the frozen level leads early, the schedule to none (0 layers frozen in
     # its last stage) is behind and no steeper, and overtakes from about 20 s on. No slope shows it
-    # this early; freezing's order does: only a variant that trains as much can put it out.
+    # this early; freezing's order does: only one that trains more can put it out.
     flat = [0.40, 0.45, 0.45, 0.45]
     candidates = {
         "all_but_head": [curve(1.0, [0.40, 0.50, 0.50, 0.50], frozen=22)],
-        "all_but_head -> none @2": [curve(1.0, flat, frozen=0)],
+        "all_but_head -> none @2": [curve(1.0, flat, frozen=0, switches=True)],
         "backbone": [curve(1.0, [0.30, 0.40, 0.40, 0.40], frozen=10)],
-        "backbone -> none @2": [curve(1.0, [0.30, 0.44, 0.44, 0.44], frozen=0)],
+        "backbone -> none @2": [curve(1.0, [0.30, 0.42, 0.42, 0.42], frozen=0, switches=True)],
     }
     decision = decide(candidates, rung=1, allotment_s=4.0, eta=4, tolerance=0.01)
-    assert decision.kept == ("all_but_head", "all_but_head -> none @2")
-    assert decision.kept_for_capacity == ("all_but_head -> none @2",)
+    assert decision.kept == ("all_but_head", "all_but_head -> none @2", "backbone -> none @2")
+    assert decision.kept_for_capacity == ("all_but_head -> none @2", "backbone -> none @2")
     # backbone (10 frozen) is behind a kept variant that freezes none: it may not overtake it
     assert "all_but_head -> none @2 is ahead and freezes no more layers" in decision.stopped["backbone"]
-    # the other schedule to none is within the tolerance of the one kept (0.44 vs 0.45): it stays
-    tied = decide(candidates, rung=1, allotment_s=4.0, eta=4, tolerance=0.02)
-    assert "backbone -> none @2" in tied.kept and "backbone" in tied.stopped
-    assert decision.as_record()["kept_for_capacity"] == ["all_but_head -> none @2"]
+    assert list(decision.stopped) == ["backbone"]
+    assert decision.as_record()["kept_for_capacity"] == ["all_but_head -> none @2", "backbone -> none @2"]
+
+
+def test_schedules_that_end_training_the_same_layers_do_not_put_each_other_out() -> None:
+    # The demo at 64 epochs: both schedules end at none; all_but_head -> none @2 led by 0.01-0.04
+    # from the first rung to 40 s, backbone -> none @2 ended 0.006 ahead. A lead left over from
+    # different first stages washes out: the one behind stays, however far behind it is now.
+    leader = curve(1.0, [0.45, 0.55, 0.60, 0.62], frozen=0, switches=True)
+    behind = curve(1.0, [0.40, 0.44, 0.47, 0.49], frozen=0, switches=True)
+    decision = decide({"abh -> none @2": [leader], "bb -> none @2": [behind]}, 1, 4.0, eta=3, tolerance=0.01)
+    assert decision.kept == ("abh -> none @2", "bb -> none @2") and decision.stopped == {}
+    assert decision.kept_for_capacity == ("bb -> none @2",)
+    # the same between a schedule and the fixed level it ends at, whichever leads
+    fixed_none = curve(1.0, [0.45, 0.55, 0.60, 0.62], frozen=0)
+    decision = decide({"none": [fixed_none], "bb -> none @2": [behind]}, 1, 4.0, eta=3, tolerance=0.01)
+    assert decision.stopped == {}
+    decision = decide(
+        {"abh -> none @2": [leader], "none": [curve(1.0, [0.4, 0.44, 0.47, 0.49], frozen=0)]}, 1, 4.0, 3, 0.01
+    )
+    assert decision.stopped == {}
+
+
+def test_fixed_levels_that_freeze_the_same_layers_are_still_halved() -> None:
+    # Two learning rates at freeze=none: neither switches, the lead is theirs to keep; the one
+    # behind by the tolerance goes (otherwise a budget over anything but freezing would stop nothing).
+    candidates = {
+        "none lr0=0.01": [curve(1.0, [0.45, 0.55, 0.60, 0.62], frozen=0)],
+        "none lr0=0.001": [curve(1.0, [0.40, 0.44, 0.47, 0.49], frozen=0)],
+    }
+    decision = decide(candidates, 1, 4.0, eta=3, tolerance=0.01)
+    assert decision.kept == ("none lr0=0.01",)
+    assert "none lr0=0.01 is ahead and freezes no more layers" in decision.stopped["none lr0=0.001"]
+
+
+def test_a_schedule_behind_one_that_trains_strictly_more_in_the_end_is_put_out() -> None:
+    candidates = {
+        "none": [curve(1.0, [0.45, 0.55, 0.60, 0.62], frozen=0)],
+        "all_but_head -> backbone @2": [curve(1.0, [0.40, 0.44, 0.47, 0.49], frozen=10, switches=True)],
+    }
+    decision = decide(candidates, 1, 4.0, eta=3, tolerance=0.01)
+    assert decision.kept == ("none",) and list(decision.stopped) == ["all_but_head -> backbone @2"]
 
 
 def test_without_frozen_layers_known_the_capacity_rule_keeps_nothing() -> None:
@@ -140,18 +183,23 @@ def test_frozen_range_reads_a_schedules_last_stage_autos_prefix_and_max_or_the_l
     assert frozen_range({"frozen_layers": "10"}, {}) == (10, 10)
     assert frozen_range({}, {}) == (None, None)
     assert frozen_range({"freeze_schedule": "not json"}, {}) == (None, None)
+    assert switches({"freeze_schedule": "[[1,[0,1,2]],[5,[]]]"}) and switches(auto)
+    assert not switches({"frozen_layers": "10"})
 
 
 def test_auto_ahead_puts_out_only_what_trains_less_than_it_may_end_up_training() -> None:
-    # auto has frozen 2 layers so far but may freeze up to 22: a fixed level 10 behind it may still
-    # end up training more than auto does, so auto cannot put it out; a fixed 22 it can.
+    # auto has frozen 2 layers so far but may freeze up to 10: a fixed 22 behind it trains less than
+    # auto will in any case, so auto puts it out; a fixed 10 may end up training as much as auto
+    # (auto's lead then a leftover of its earlier stages), so it stays, and so does a fixed 5.
     candidates = {
-        "auto": [curve(1.0, [0.4, 0.5, 0.5, 0.5], frozen=2, most=22)],
-        "10": [curve(1.0, [0.3, 0.4, 0.4, 0.4], frozen=10)],
+        "auto": [curve(1.0, [0.4, 0.5, 0.5, 0.5], frozen=2, most=10, switches=True)],
+        "10": [curve(1.0, [0.3, 0.41, 0.41, 0.41], frozen=10)],
+        "5": [curve(1.0, [0.3, 0.4, 0.4, 0.4], frozen=5)],
         "22": [curve(1.0, [0.3, 0.39, 0.39, 0.39], frozen=22)],
     }
-    decision = decide(candidates, 1, 4.0, eta=3, tolerance=0.0)
-    assert decision.kept == ("auto", "10") and decision.kept_for_capacity == ("10",)
+    decision = decide(candidates, 1, 4.0, eta=4, tolerance=0.0)
+    assert decision.kept == ("auto", "10", "5") and decision.kept_for_capacity == ("10", "5")
+    assert list(decision.stopped) == ["22"]
     assert "auto is ahead and freezes no more layers" in decision.stopped["22"]
 
 

@@ -17,10 +17,17 @@ is wrong for freezing in two ways:
    behind and no steeper than the frozen levels, so the first two rules dropped the winner in
    9 of 9 replays (bench/bench_budget.py). What freezing does tell in advance is its order: a variant
    that trains more of the network may still overtake one that trains less, never the other way
-   round once it is behind. So a variant is stopped only when a kept one that will freeze no more
+   round once it is behind. So a variant is stopped only when a kept one that will freeze fewer
    layers than it in the end is ahead of it (a schedule's last stage counts; freeze=auto, which
-   only freezes more, counts as its prefix so far when behind and as its `max` when ahead). This keeps the late learners to the end and stops the frozen
-   levels that lose at their own game: correct verdicts first, saving second.
+   only freezes more, counts as its prefix so far when behind and as its `max` when ahead). This
+   keeps the late learners to the end and stops the frozen levels that lose at their own game:
+   correct verdicts first, saving second.
+4. **Variants that end training the same layers are not ordered by freezing.** Two fixed levels
+   that freeze the same layers differ in something else (lr0, say), and the one behind is halved as
+   usual. But where one of the two switches (a schedule, freeze=auto), a lead is a leftover of their
+   different first stages, and it washes out: at 64 epochs `all_but_head -> none @2` led
+   `backbone -> none @2` by 0.01-0.04 from the first rung to 40 s, and the latter ended 0.006
+   ahead; stopping on that lead gave another verdict than the full grid in 7 of 9 replays.
 
 The rule at rung k, whose allotment is A seconds of training (each variant trained until its
 cumulative `epoch_time_s` first reached A, then paused), when some variant trained on since rung
@@ -38,8 +45,9 @@ k-1 (`new_evidence`; a rung with nothing new keeps every variant and decides not
   c plus its recent slope (least squares over its last SLOPE_EPOCHS epochs, mAP50-95 per training
   second, never below 0; after one epoch, its average rate since the start) times (eta·A - c)
   exceeds the leader's, projected the same way;
-- and every unfinished candidate that no kept candidate ahead of it by `tolerance` matches in what
-  it trains in the end (candidates whose frozen layers are unknown are left to the rules above).
+- and every unfinished candidate that no kept candidate ahead of it by `tolerance` outdoes in what
+  it trains in the end: fewer frozen layers, or as few where neither of the two switches
+  (candidates whose frozen layers are unknown are left to the rules above).
 
 The projection is linear while real curves bend down, so it favours steep (late) learners; that
 is the intent: keeping a late winner one rung too long costs one rung of one variant, dropping it
@@ -51,7 +59,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sweep.tracking import names
 
@@ -67,6 +75,7 @@ class Curve:
     complete: bool = False  # trained all its epochs (or early stopping ended it): nothing more to gain
     final_frozen: int | None = None  # the fewest layers it will have frozen from now on (`frozen_range`); None: unknown
     most_frozen: int | None = None  # the most it may freeze in the end (freeze=auto's max); None: final_frozen
+    switches: bool = False  # its frozen layers change while it trains (a schedule, freeze=auto)
 
     @classmethod
     def from_epochs(
@@ -75,12 +84,13 @@ class Curve:
         scores: Sequence[float],
         complete: bool = False,
         frozen: tuple[int | None, int | None] = (None, None),
+        switches: bool = False,
     ) -> Curve:
         costs, total = [], 0.0
         for seconds in epoch_times:
             total += float(seconds)
             costs.append(total)
-        return cls(tuple(costs), tuple(float(s) for s in scores), complete, *frozen)
+        return cls(tuple(costs), tuple(float(s) for s in scores), complete, *frozen, switches)
 
     @property
     def spent_s(self) -> float:
@@ -93,7 +103,7 @@ class Curve:
             return self
         end = reached + 1
         complete = self.complete and end == len(self.costs)
-        return Curve(self.costs[:end], self.scores[:end], complete, self.final_frozen, self.most_frozen)
+        return replace(self, costs=self.costs[:end], scores=self.scores[:end], complete=complete)
 
     def value_at(self, cost_s: float) -> float:
         """Best mAP50-95 reached within `cost_s` seconds of training, linear between epoch ends."""
@@ -135,7 +145,7 @@ class Decision:
     kept: tuple[str, ...]  # best first; a kept candidate that completed its epochs has nothing left to train
     stopped: dict[str, str] = field(default_factory=dict)  # candidate -> why, one line
     kept_for_slope: tuple[str, ...] = ()
-    kept_for_capacity: tuple[str, ...] = ()  # behind, but no kept variant ahead of it trains as much
+    kept_for_capacity: tuple[str, ...] = ()  # behind, but no kept one ahead of it trains more
 
     def as_record(self) -> dict:
         return {
@@ -187,11 +197,12 @@ def decide(
     for_slope = [name for name in ranked if name not in kept and name in unfinished and projected[name] > leader]
     frozen = {name: _least_frozen(curves) for name, curves in cut.items()}
     most = {name: _most_frozen(curves) for name, curves in cut.items()}
+    switching = {name for name, curves in cut.items() if any(c.switches for c in curves)}
     keep, for_capacity, ahead_of = [*kept, *for_slope], [], {}
     for name in ranked:  # best first: a candidate kept for capacity can put the ones behind it out
         if name in keep or name not in unfinished or frozen[name] is None:
             continue
-        ahead_of[name] = _ahead_training_as_much(name, keep, values, (frozen, most), tolerance)
+        ahead_of[name] = _ahead_training_as_much(name, keep, values, (frozen, most, switching), tolerance)
         if ahead_of[name] is None:
             keep.append(name)
             for_capacity.append(name)
@@ -229,15 +240,19 @@ def _ahead_training_as_much(
     name: str,
     kept: Sequence[str],
     values: Mapping[str, float],
-    frozen: tuple[Mapping[str, int | None], Mapping[str, int | None]],
+    frozen: tuple[Mapping[str, int | None], Mapping[str, int | None], set[str]],
     tolerance: float,
 ) -> str | None:
-    """A kept candidate ahead of `name` by `tolerance` or more that, whatever it still decides, freezes
-    no more layers than `name` will: `name` may not overtake that one."""
-    least, most = frozen
+    """A kept candidate ahead of `name` by `tolerance` or more that `name` may not overtake: one that,
+    whatever it still decides, freezes fewer layers than `name` will in the end; or as few, when
+    neither switches (two fixed levels that differ in something else). Between a schedule (or auto)
+    and a variant that ends training the same layers, a lead is a leftover of their different
+    first stages, which washes out: it orders nothing."""
+    least, most, switching = frozen
     for other in kept:
-        known = most[other] is not None and least[name] is not None
-        if known and most[other] <= least[name] and values[other] - values[name] >= tolerance:
+        if most[other] is None or least[name] is None or values[other] - values[name] < tolerance:
+            continue
+        if most[other] < least[name] or (most[other] == least[name] and not {name, other} & switching):
             return other
     return None
 
@@ -262,6 +277,11 @@ def frozen_range(params: Mapping[str, str], metrics: Mapping[str, float]) -> tup
         except (ValueError, KeyError, TypeError):
             return now, None
     return now, now
+
+
+def switches(params: Mapping[str, str]) -> bool:
+    """Whether a variant's frozen layers change while it trains: a schedule, or freeze=auto."""
+    return bool(params.get(names.P_FREEZE_SCHEDULE) or params.get(names.P_FREEZE_AUTO))
 
 
 def _count(*values: object) -> int | None:

@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from sweep.budget.checks import Budget
-from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range, new_evidence
+from sweep.budget.rule import Curve, Decision, allotment, decide, frozen_range, new_evidence, switches
 from sweep.files import write_atomic
 from sweep.tracking import names
 from sweep.tracking.claims import training_time_s
@@ -155,7 +155,8 @@ class Rungs:
             variant.stopped_at_rung = int(recorded) if recorded and recorded.isdigit() else None
             complete = run.info.status == "FINISHED" and variant.stopped_at_rung is None
             frozen = frozen_range(run.data.params, run.data.metrics)
-            candidates.setdefault(variant.candidate, []).append(curve_of(client, variant.run_id, complete, frozen))
+            curve = curve_of(client, variant.run_id, complete, frozen, switches(run.data.params))
+            candidates.setdefault(variant.candidate, []).append(curve)
         budget = self.budget
         now_s = allotment(budget.seconds, budget.eta, rung)
         if rung > 1 and not new_evidence(candidates, allotment(budget.seconds, budget.eta, rung - 1), now_s):
@@ -224,13 +225,17 @@ def goes_on(variant: Variant, rung: int) -> bool:
 
 
 def curve_of(  # noqa: ANN001 (MlflowClient)
-    client, run_id: str, complete: bool, frozen: tuple[int | None, int | None] = (None, None)
+    client,
+    run_id: str,
+    complete: bool,
+    frozen: tuple[int | None, int | None] = (None, None),
+    switching: bool = False,
 ) -> Curve:
     """A run's learning curve: mAP50-95 against cumulative epoch_time_s, one point per epoch."""
     scores = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_METRICS[1])}
     times = {m.step: m.value for m in client.get_metric_history(run_id, names.EPOCH_TIME)}
     epochs = sorted(set(scores) & set(times))
-    return Curve.from_epochs([times[e] for e in epochs], [scores[e] for e in epochs], complete, frozen)
+    return Curve.from_epochs([times[e] for e in epochs], [scores[e] for e in epochs], complete, frozen, switching)
 
 
 def setup_times(client, run_id: str | None) -> dict[int, float]:  # noqa: ANN001 (MlflowClient)
