@@ -7,7 +7,9 @@ as a schedule frozen for epoch 1 only; seeds 0 and 1) runs once as a full grid a
 `sweep.budget` (rung 1: 1.5 of the full grid's mean epoch times, eta 3), each into its own store. Recorded in bench/results/budget-*.json:
 - the recommended variant of each (the report's verdict) and whether they agree;
 - the budgeted sweep's training time (summed `epoch_time_s`) over the full grid's: goal <= 40%;
-  wall times too (the budget's rungs restart trainings, which training time leaves out);
+  also with its epochs costed at the full grid's epoch times (the machine's speed drifts between
+  runs); wall times too (the budget's rungs restart trainings, which training time leaves out);
+- how the full grid rated the budget's pick (a resumed training is not bit-identical: ties differ);
 - a replay on the full grid's histories of equal-epoch successive halving and of the budget's rule,
   for eta 2, 3, 4 and a first rung of 1, 2 or 3 epochs: how often each picks another variant than
   the full grid, and what each would have cost.
@@ -31,7 +33,7 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import write_result  # noqa: E402
-from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence  # noqa: E402
+from sweep.budget.rule import Curve, allotment, decide, frozen_range, new_evidence, switches  # noqa: E402
 from sweep.tracking import names  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -88,15 +90,45 @@ def outcome(root: Path, name: str, tolerance: float | None = None) -> dict:
                 "epoch_times": [t for _, t in times],
                 "scores": [scores.get(step, math.nan) for step, _ in times],
                 "frozen_range": frozen_range(run.data.params, run.data.metrics),
+                "switches": switches(run.data.params),
             }
         )
+    score = names.EPOCH_METRICS[1]
+    finished = table[table["status"] == "FINISHED"]
+    rows = {row["label"]: (row[score], row["train_time_s"]) for _, row in finished.iterrows()}
     return {
         "recommended": None if verdict.recommended is None else table.at[verdict.recommended, "label"],
+        "rows": rows,
         "tolerance": verdict.tolerance,
         "training_s": sum(sum(v["epoch_times"]) for v in variants),
         "variants": variants,
         "stopped": sum(v["status"] == "STOPPED" for v in variants),
         "verdict": verdict.sentence,
+    }
+
+
+def at_full_grid_speed(full: dict, budgeted: dict) -> float:
+    """The budgeted sweep's epochs, each costed at what the same epoch of the same variant took in
+    the full grid: the saving free of the machine's speed, which drifts between two sweeps run
+    minutes or a day apart (the same epochs took 1.48x longer in one such pair)."""
+    times = {(v["candidate"], v["seed"]): v["epoch_times"] for v in full["variants"]}
+    epochs = sum(sum(times[v["candidate"], v["seed"]][: len(v["epoch_times"])]) for v in budgeted["variants"])
+    return round(epochs / full["training_s"], 3)
+
+
+def in_full_grid(full: dict, label: str | None) -> dict:
+    """How the full grid rated the budget's pick: a resumed training is not bit-identical to an
+    uninterrupted one (ultralytics seeds its loader and augmentations at each start), so between
+    variants the full grid itself calls a tie, the two verdicts can differ by that noise alone."""
+    best = max(score for score, _ in full["rows"].values())
+    score, train_s = full["rows"].get(label, (math.nan, math.nan))
+    chosen_score, chosen_s = full["rows"][full["recommended"]]
+    return {
+        "variant": label,
+        "mAP50-95": round(score, 4),
+        "train_s": round(train_s, 1),
+        "within the full grid's tolerance of its best": bool(score >= best - full["tolerance"]),
+        "full grid's pick": {"mAP50-95": round(chosen_score, 4), "train_s": round(chosen_s, 1)},
     }
 
 
@@ -130,7 +162,9 @@ def equal_epoch_halving(grid: dict[str, list[dict]], eta: int, first: int) -> tu
         if epoch >= epochs:
             break
         value = {c: mean([max(v["scores"][:epoch]) for v in grid[c]]) for c in alive}
-        alive = set(sorted(alive, key=lambda c: -value[c])[: math.ceil(len(alive) / eta)])
+        # ties (variants whose first epochs are the same training) broken by name, not by set order
+        ranked = sorted(sorted(alive), key=lambda c: -value[c])
+        alive = set(ranked[: math.ceil(len(alive) / eta)])
         k += 1
     for c in alive:
         reached[c] = epochs
@@ -143,7 +177,13 @@ def budget_rule(grid: dict[str, list[dict]], eta: int, budget_s: float, toleranc
     training time first reaches the allotment, the rule decides; the last one left trains to the end."""
     curves = {
         c: [
-            Curve.from_epochs(v["epoch_times"], v["scores"], True, tuple(v.get("frozen_range") or (None, None)))
+            Curve.from_epochs(
+                v["epoch_times"],
+                v["scores"],
+                True,
+                tuple(v.get("frozen_range") or (None, None)),
+                v.get("switches", False),
+            )
             for v in vs
         ]
         for c, vs in grid.items()
@@ -154,7 +194,7 @@ def budget_rule(grid: dict[str, list[dict]], eta: int, budget_s: float, toleranc
             finals |= alive
             spent.update({c: sum(x.spent_s for x in curves[c]) for c in alive})
             break
-        cut = {c: [x.cut(allotment(budget_s, eta, rung)) for x in curves[c]] for c in alive}
+        cut = {c: [x.cut(allotment(budget_s, eta, rung)) for x in curves[c]] for c in sorted(alive)}  # ties: by name
         spent.update({c: sum(x.spent_s for x in cut[c]) for c in alive})
         done = {c for c in alive if all(x.complete for x in cut[c])}
         previous_s = allotment(budget_s, eta, rung - 1)
@@ -217,7 +257,8 @@ def main() -> None:
         # The verdict's tolerance is the replicates' spread over finished rows: the budgeted sweep
         # finishes fewer rows, so its tolerance can differ. Its answer at the full grid's tolerance too:
         at_full_tolerance = outcome(root, "budgeted", full["tolerance"])["recommended"]
-        rungs = json.loads((root / "multiruns" / "budgeted" / "budget.json").read_text())["rungs"]
+        record = json.loads((root / "multiruns" / "budgeted" / "budget.json").read_text())
+        rungs, settings = record["rungs"], record["budget"]  # what it ran with (a kept sweep: not budget_s)
         loads = {name: (root / f"{name}.load").read_text() for name in ("full", "budgeted")}
     ratio = budgeted["training_s"] / full["training_s"]
     same = budgeted["recommended"] == full["recommended"]
@@ -226,14 +267,21 @@ def main() -> None:
         "full grid": {k: full[k] for k in ("recommended", "training_s", "verdict", "tolerance")}
         | {"wall_s": round(full_wall)},
         "budgeted": {k: budgeted[k] for k in ("recommended", "training_s", "stopped", "verdict", "tolerance")}
-        | {"wall_s": round(budget_wall), "budget_s": budget_s, "eta": args.eta, "rungs": len(rungs) + 1},
+        | {
+            "wall_s": round(budget_wall),
+            "budget_s": settings["seconds"],
+            "eta": settings["eta"],
+            "rungs": len(rungs) + 1,
+        },
         "same recommended variant": same,
         "budgeted recommends at the full grid's tolerance": at_full_tolerance,
+        "the budget's pick in the full grid": in_full_grid(full, budgeted["recommended"]),
         "training time budgeted / full grid": {
             "value": round(ratio, 3),
             "goal": f"<= {GOAL_RATIO} with the same recommended variant",
             "met": bool(same and ratio <= GOAL_RATIO),
         },
+        "training time budgeted / full grid, at the full grid's epoch times": at_full_grid_speed(full, budgeted),
         "wall time budgeted / full grid": round(budget_wall / full_wall, 3),
         "machine load (1-minute average at start and end, 2 cores)": loads,
         "replay on the full grid's histories": replay(full, epoch_s),

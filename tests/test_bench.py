@@ -11,7 +11,7 @@ import pytest
 
 from bench.__main__ import rows
 from bench.bench_auto import goal, over_seeds, summarize
-from bench.bench_budget import budget_rule, equal_epoch_halving, pick
+from bench.bench_budget import at_full_grid_speed, budget_rule, equal_epoch_halving, in_full_grid, pick
 from bench.bench_freezing import ideal_speedup, layer_flops, steady
 from bench.bench_overhead import measure, yolo_command, yolo_value
 
@@ -155,3 +155,29 @@ def test_replays_equal_epoch_halving_drops_the_late_winner_the_budget_rule_keeps
     finals, cost = budget_rule(grid, eta=3, budget_s=4.0, tolerance=0.01)
     assert pick({c: grid[c] for c in finals}, 0.01) == "unfrozen"
     assert "mid" not in finals and cost == pytest.approx(6 + 12 + 4.5)  # mid stopped after 3 epochs
+
+
+def test_the_budgets_epochs_are_costed_at_the_full_grids_speed_and_its_pick_rated_there() -> None:
+    # The budgeted sweep ran on a machine 1.5x slower: by its own seconds (7.5 s) it cost more than
+    # the full grid (6 s); its epochs (all 4 of a, 2 of 4 of b) took 5 s there.
+    full = {
+        "variants": [
+            {"candidate": "a", "seed": "0", "epoch_times": [1.0, 1.0, 1.0, 1.0]},
+            {"candidate": "b", "seed": "0", "epoch_times": [0.5, 0.5, 0.5, 0.5]},
+        ],
+        "training_s": 6.0,
+        "rows": {"m a": (0.80, 4.0), "m b": (0.795, 2.0)},
+        "recommended": "m b",
+        "tolerance": 0.01,
+    }
+    budgeted = {
+        "variants": [
+            {"candidate": "a", "seed": "0", "epoch_times": [1.5, 1.5, 1.5, 1.5]},
+            {"candidate": "b", "seed": "0", "epoch_times": [0.75, 0.75]},
+        ]
+    }
+    assert at_full_grid_speed(full, budgeted) == pytest.approx(5.0 / 6.0, abs=1e-3)
+    rated = in_full_grid(full, "m a")
+    assert rated["within the full grid's tolerance of its best"] and rated["full grid's pick"]["train_s"] == 2.0
+    full["rows"]["m c"] = (0.70, 1.0)
+    assert not in_full_grid(full, "m c")["within the full grid's tolerance of its best"]
