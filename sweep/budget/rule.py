@@ -202,7 +202,7 @@ def decide(
     for name in ranked:  # best first: a candidate kept for capacity can put the ones behind it out
         if name in keep or name not in unfinished or frozen[name] is None:
             continue
-        ahead_of[name] = _ahead_training_as_much(name, keep, values, (frozen, most, switching), tolerance)
+        ahead_of[name] = _ahead_training_as_much(name, keep, values, (frozen, most), switching, tolerance)
         if ahead_of[name] is None:
             keep.append(name)
             for_capacity.append(name)
@@ -240,7 +240,8 @@ def _ahead_training_as_much(
     name: str,
     kept: Sequence[str],
     values: Mapping[str, float],
-    frozen: tuple[Mapping[str, int | None], Mapping[str, int | None], set[str]],
+    frozen: tuple[Mapping[str, int | None], Mapping[str, int | None]],
+    switching: set[str],
     tolerance: float,
 ) -> str | None:
     """A kept candidate ahead of `name` by `tolerance` or more that `name` may not overtake: one that,
@@ -248,7 +249,7 @@ def _ahead_training_as_much(
     neither switches (two fixed levels that differ in something else). Between a schedule (or auto)
     and a variant that ends training the same layers, a lead is a leftover of their different
     first stages, which washes out: it orders nothing."""
-    least, most, switching = frozen
+    least, most = frozen
     for other in kept:
         if most[other] is None or least[name] is None or values[other] - values[name] < tolerance:
             continue
